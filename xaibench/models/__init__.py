@@ -1,0 +1,97 @@
+"""Model adapters by name.
+
+* ``hf_timesformer``, ``hf_vit``, ``hf_swin``, ``timm_vit``, ``timm_swin``:
+  real architectures at random initialisation (sizes as keyword arguments);
+* ``timesformer_synth``, ``vit_synth``, ``swin_synth``, ... : the small models
+  this project trains on its synthetic benchmarks and ships (``models/weights``).
+
+``create(name, **kwargs)`` returns a :class:`~xaibench.models.base.ModelAdapter`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..registry import Registry
+from .base import AttentionRecord, ModelAdapter, Trace  # noqa: F401
+from .hf import (HFSwinAdapter, HFTimesformerAdapter, HFViTAdapter, build_hf_swin, build_hf_timesformer,
+                 build_hf_vit)
+from .timm_models import TimmSwinAdapter, TimmViTAdapter, build_timm_swin, build_timm_vit
+
+MODELS = Registry("model")
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# builder name -> (build function, adapter class)
+BUILDERS = {
+    "hf_timesformer": (build_hf_timesformer, HFTimesformerAdapter),
+    "hf_vit": (build_hf_vit, HFViTAdapter),
+    "hf_swin": (build_hf_swin, HFSwinAdapter),
+    "timm_vit": (build_timm_vit, TimmViTAdapter),
+    "timm_swin": (build_timm_swin, TimmSwinAdapter),
+}
+
+
+def build(builder: str, *, seed: int = 0, name: str | None = None, mean=None, std=None, **config) -> ModelAdapter:
+    """Build a real architecture at random initialisation (seeded) and wrap it."""
+    if builder not in BUILDERS:
+        raise UserError(f"unknown model builder {builder!r}; valid: {', '.join(sorted(BUILDERS))}")
+    fn, adapter = BUILDERS[builder]
+    torch.manual_seed(seed)
+    try:
+        model = fn(**config)
+    except TypeError as e:
+        raise UserError(f"bad configuration for {builder}: {e}") from None
+    kw = {"name": name or builder}
+    if mean is not None:
+        kw["mean"] = tuple(mean)
+    if std is not None:
+        kw["std"] = tuple(std)
+    return adapter(model, **kw)
+
+
+for _b in BUILDERS:
+    MODELS.register(_b)(lambda _b=_b, **kw: build(_b, **kw))
+
+
+def shipped_names():
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+
+
+def load_shipped(name: str) -> ModelAdapter:
+    """Load one of the project's own trained models (no network needed)."""
+    meta_path = WEIGHTS_DIR / f"{name}.json"
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    if not meta_path.exists() or not weights.exists():
+        raise UserError(
+            f"no shipped model {name!r} (looked for {meta_path.name} and {weights.name} in {WEIGHTS_DIR}); "
+            f"shipped: {', '.join(shipped_names()) or 'none'}. Train one with `xaibench-train model={name}`."
+        )
+    from safetensors.torch import load_file
+
+    meta = json.loads(meta_path.read_text())
+    adapter = build(meta["builder"], name=name, mean=meta.get("mean"), std=meta.get("std"), **meta["config"])
+    state = load_file(str(weights))
+    missing, unexpected = adapter.model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"shipped weights {weights} do not match the architecture: missing={missing[:5]}, "
+                           f"unexpected={unexpected[:5]}")
+    adapter.model.eval()
+    adapter.labels = meta.get("labels", adapter.labels)
+    adapter.meta = meta
+    return adapter
+
+
+for _n in shipped_names():
+    MODELS.register(_n)(lambda _n=_n, **kw: load_shipped(_n))
+
+
+def create(name: str, **kwargs) -> ModelAdapter:
+    return MODELS.create(name, **kwargs)
+
+
+def available():
+    return MODELS.available()

@@ -1,0 +1,54 @@
+"""A tiny name -> factory registry (in the spirit of timm's model registry).
+
+Each component family (methods, metrics, datasets, models) owns one
+:class:`Registry`.  Factories register with a decorator and are created by name;
+an unknown name raises :class:`~xaibench.errors.UserError` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Dict, List
+
+from .errors import UserError
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str | None = None):
+        def deco(obj):
+            key = name or getattr(obj, "name", None) or obj.__name__
+            if key in self._entries and self._entries[key] is not obj:
+                raise RuntimeError(f"{self.kind} {key!r} registered twice")
+            self._entries[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str):
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(str(name), self._entries, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.available())}"
+            ) from None
+
+    def create(self, name: str, **kwargs):
+        factory = self.get(name)
+        try:
+            return factory(**kwargs)
+        except TypeError as e:  # wrong parameter names are a user mistake
+            if "unexpected keyword argument" in str(e) or "missing" in str(e):
+                raise UserError(f"bad parameters for {self.kind} {name!r}: {e}") from None
+            raise
+
+    def available(self) -> List[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
