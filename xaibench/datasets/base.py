@@ -1,0 +1,48 @@
+"""What every dataset yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+
+@dataclass
+class Sample:
+    """One clip or image.
+
+    * ``x``: (T, C, H, W) float pixels in [0, 1] (T = 1 for images);
+    * ``label``: class index in the dataset's label space (``None`` if unknown);
+    * ``mask``: (T, H, W) bool spatial(-temporal) ground truth, if any;
+    * ``frames``: (T,) bool ground-truth evidence frames, if any.
+    """
+
+    sample_id: str
+    x: torch.Tensor
+    label: Optional[int] = None
+    mask: Optional[torch.Tensor] = None
+    frames: Optional[torch.Tensor] = None
+    meta: dict = field(default_factory=dict)
+
+
+class Dataset:
+    """Indexable, sized collection of :class:`Sample`; ``labels`` names the classes."""
+
+    name: str = ""
+    labels: List[str] = []
+    #: samples the loader could not produce: list of (sample_id, reason)
+    skipped: List[tuple]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Sample:
+        raise NotImplementedError
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "n": len(self)}
