@@ -1,0 +1,1 @@
+"""The harness: Hydra entry point, runner, timing, result tables and the regression gate."""

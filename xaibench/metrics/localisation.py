@@ -1,0 +1,50 @@
+"""Localisation against known ground truth (the synthetic benchmarks).
+
+* ``ap`` (higher is better): average precision of the attribution volume
+  (T, H, W), every voxel a score, against the ground-truth evidence mask
+  (``sklearn.metrics.average_precision_score``).
+* ``iou`` (higher is better): the volume min-max normalised and thresholded at
+  its mean (foreground = value > mean, the Chefer et al. segmentation protocol,
+  protocols.md section 3); intersection over union with the mask.
+* ``temporal_ap`` (higher is better): average precision of the frame scores
+  (T,) against the evidence frames; only for clips that have both evidence and
+  non-evidence frames (NaN otherwise, e.g. images).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from . import METRICS
+from .base import Metric
+
+
+def binarise(volume: np.ndarray) -> np.ndarray:
+    v = volume.astype(np.float64)
+    v = (v - v.min()) / max(v.max() - v.min(), 1e-12)
+    return v > v.mean()
+
+
+def iou(pred: np.ndarray, mask: np.ndarray) -> float:
+    union = np.logical_or(pred, mask).sum()
+    return float(np.logical_and(pred, mask).sum() / union) if union else float("nan")
+
+
+@METRICS.register("localisation")
+class Localisation(Metric):
+    name = "localisation"
+    outputs = {"ap": True, "iou": True, "temporal_ap": True}
+    requires = ("mask",)
+
+    def compute(self, ctx):
+        vol = ctx.explanation.volume.detach().cpu().numpy()
+        mask = ctx.mask.cpu().numpy().astype(bool)
+        out = {"ap": float("nan"), "iou": iou(binarise(vol), mask), "temporal_ap": float("nan")}
+        if mask.any() and not mask.all():
+            out["ap"] = float(average_precision_score(mask.reshape(-1), vol.reshape(-1)))
+        if ctx.frames is not None:
+            fr = ctx.frames.cpu().numpy().astype(bool)
+            if fr.any() and not fr.all():
+                out["temporal_ap"] = float(average_precision_score(fr, ctx.explanation.frame_scores.cpu().numpy()))
+        return out
