@@ -46,3 +46,9 @@ class Dataset:
 
     def describe(self) -> dict:
         return {"name": self.name, "n": len(self)}
+
+
+class SkipSample(Exception):
+    """Raised by a dataset's ``__getitem__`` when one sample cannot be produced
+    (missing, unreadable or too short video ...).  The message is the reason; the
+    harness records it in the results and provenance and goes on."""
