@@ -1,0 +1,61 @@
+"""Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, "Generic
+Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder
+Transformers"; rule as in the authors' reference code, protocols.md s. 3).
+
+With ``grad_A = d y_target / d A`` (the target-class *logit*), per layer::
+
+    R = I
+    Abar_l = mean_h( (grad_A_l * A_l).clamp(min=0) )
+    R <- R + Abar_l R            for l = first used layer, ..., L
+
+i.e. ``R = (I + Abar_L) ... (I + Abar_1)``; only the last ``layers`` layers are
+used (default: all; R starts as the identity at the first used layer).
+
+* ViT: explanation ``R[CLS, patches]``; a ViT without a CLS uses the column sum.
+* Swin: ``Abar_l`` is scattered from the windows into the global token matrix
+  of its stage (shift undone); patch merging between stages by
+  ``R <- M R`` with ``M = merge_matrix(grid)`` (rows of the four merged patches
+  averaged); readout: column sum ``sum_i R[i, j]`` (no CLS; global pooling),
+  at the token grid of the first used block.
+* TimeSformer: per layer first the temporal then the spatial matrix, each
+  embedded over the ``1 + T*P`` tokens as described in
+  :mod:`xaibench.methods.rollout` (temporal: block diagonal over patches, CLS
+  row and column zero; spatial: block diagonal over frames, CLS row = mean over
+  frames of the per-frame CLS-copy rows, CLS column = the weight on the copies):
+  ``R <- R + Abar^temp_l R``, then ``R <- R + Abar^spat_l R``; explanation
+  ``R[CLS, (t, p)]`` -> (T, h, w); frame scores = per-frame sums.
+
+Computed as vector-matrix products from the readout row.  Cost: one forward
+and one backward pass (``n_forward = 1``, ``n_backward = 1``).
+"""
+
+from __future__ import annotations
+
+from ..errors import check_range
+from . import METHODS
+from ._relevance import attention_records, chefer_block, last_layers, propagate, uses_cls
+from .base import Method, from_token_map
+
+
+class Chefer(Method):
+    name = "chefer"
+
+    def __init__(self, layers=None, upsample: str = "bilinear"):
+        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
+        self.upsample = upsample
+
+    def params(self):
+        return {"layers": self.layers}
+
+    def explain(self, adapter, x, target):
+        trace = adapter.trace(x[None], target=target, attentions=True, grads=True)
+        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
+        blocks = [chefer_block(r) for r in recs]
+        readout = "cls" if uses_cls(adapter, recs) else "sum"
+        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0)
+        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
+
+
+@METHODS.register("chefer")
+def _chefer(**params):
+    return Chefer(**params)

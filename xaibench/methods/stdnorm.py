@@ -1,0 +1,87 @@
+"""Std-normalised attribution (seed 001: "Inspecting Explainability of
+Transformer Models with Additional Statistical Information", arXiv 2311.11378).
+
+The paper builds on Chefer et al.'s gradient-weighted rule (:mod:`chefer`) and
+adds the per-token standard deviation by which the layer norm before each
+attention divides its input; it normalises each layer's matrix to sum to one
+before adding the identity, averages the rows of merged patches in Swin, reads
+out Swin by summing the final relevance matrix over its rows (column sums) and
+uses the last two layers.  Its exact formula is not public (protocols.md s. 2);
+ours is::
+
+    s_l[j]  = 1 / sigma_l[j]      if use_std  else 1
+    W_l     = mean_h( (grad_A_l * A_l).clamp(min=0) ) diag(s_l)
+    Atil_l  = W_l / sum_{i,j} W_l[i, j]                (0 if the sum is 0)
+    R = I;  R <- R + Atil_l R    for the last ``layers`` layers (default 2)
+
+``sigma_l[j] = sqrt(Var(x_j) + eps)`` is the std the layer norm preceding
+attention ``l`` computes for token ``j`` (the ``ln_std`` of the attention
+record).  Rationale: attention ``l`` mixes the *normalised* tokens
+``(x_j - mu_j) / sigma_j``, so the share of the raw token ``x_j`` in query
+``i``'s output is ``A[i, j] / sigma_j``; dividing column ``j`` by ``sigma_j``
+stops high-variance tokens (e.g. image corners) from dominating.  The sum in
+``Atil`` runs over all entries of the layer's embedded global token matrix.
+
+With all ``sigma_l[j]`` equal (or ``use_std=False``) the std term cancels in
+the normalisation and the rule is Chefer's with per-layer sum normalisation.
+
+Architectures (token layouts in :mod:`xaibench.methods._relevance`):
+
+* ViT: ``R[CLS, patches]``.
+* Swin: window matrices scattered into the stage's global token matrix with
+  the cyclic shift undone; patch merging ``R <- M R`` (rows of the 2x2 merged
+  patches averaged, ``merge_matrix``); readout: column sums ``sum_i R[i, j]``
+  at the token grid of the first used block (for the last two blocks of
+  Swin-T, its 7x7 final stage).
+* TimeSformer: each layer contributes its temporal then its spatial matrix,
+  embedded over the ``1 + T*P`` tokens as in :mod:`rollout`, each normalised
+  and std-weighted on its own (temporal: ``sigma`` of ``temporal_layernorm``
+  per (patch, frame); spatial: ``sigma`` of ``layernorm_before`` per (frame,
+  token), the CLS copy's own std in each frame); ``layers`` counts whole layers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import NotApplicable, check_range
+from . import METHODS
+from ._relevance import (attention_records, chefer_block, embedded_sum, last_layers, propagate, scale_columns,
+                         uses_cls)
+from .base import Method, from_token_map
+
+
+def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
+    """``Atil_l`` in the record's block layout."""
+    w = chefer_block(rec)
+    if use_std:
+        if rec.ln_std is None:
+            raise NotApplicable(f"attention {rec.name} has no layer norm statistics (no layer norm before it)")
+        w = scale_columns(rec, w, 1.0 / rec.ln_std[0].to(w.dtype))
+    total = embedded_sum(rec, w)
+    return w / total if total > 0 else torch.zeros_like(w)
+
+
+class StdNorm(Method):
+    name = "stdnorm"
+
+    def __init__(self, layers=2, use_std: bool = True, upsample: str = "bilinear"):
+        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
+        self.use_std = bool(use_std)
+        self.upsample = upsample
+
+    def params(self):
+        return {"layers": self.layers, "use_std": self.use_std}
+
+    def explain(self, adapter, x, target):
+        trace = adapter.trace(x[None], target=target, attentions=True, grads=True, ln_stats=self.use_std)
+        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
+        blocks = [stdnorm_block(r, self.use_std) for r in recs]
+        readout = "cls" if uses_cls(adapter, recs) else "sum"
+        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0)
+        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
+
+
+@METHODS.register("stdnorm")
+def _stdnorm(**params):
+    return StdNorm(**params)
