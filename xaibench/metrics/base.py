@@ -9,6 +9,24 @@ requirement a dataset cannot meet and records why.
 
 All randomness comes from ``ctx.rng`` (a ``numpy.random.Generator`` seeded by
 the harness from the run seed and the sample id), never from a global RNG.
+
+Dataset-level metrics (the ``reduce`` hook)
+-------------------------------------------
+Some numbers are not means of per-sample numbers (e.g. pixel accuracy and mIoU
+of the Chefer et al. segmentation protocol sum counts over the whole dataset).
+Such a metric
+
+* returns, from ``compute``, its reported per-sample values *and* hidden
+  per-sample values whose names start with an underscore (e.g. ``_correct``);
+  hidden values are not listed in ``outputs`` and are not reported per sample;
+* defines ``reduce(rows) -> {name: value}`` (a classmethod or method), where
+  ``rows`` is the list, over the samples of one (benchmark, method) pair, of
+  the hidden (underscore) entries of the dicts ``compute`` returned (the
+  harness may pass the whole dicts; ``reduce`` must only rely on the hidden
+  entries); skipped samples are simply absent.  The keys it returns are names in
+  ``outputs``; the harness writes them as aggregate rows
+  (``sample_id = "__aggregate__"``) that replace the mean of the per-sample
+  values for those names.
 """
 
 from __future__ import annotations
@@ -39,6 +57,11 @@ class EvalContext:
 
 
 class Metric:
+    """Base class: set ``name``, ``outputs``, ``requires``; implement ``compute``.
+
+    Optionally define ``reduce(rows)`` for dataset-level numbers (module docstring).
+    """
+
     name: str = ""
     outputs: Dict[str, bool] = {}  # reported name -> higher is better
     requires: Tuple[str, ...] = ()  # subset of ('mask', 'frames')
@@ -50,11 +73,11 @@ class Metric:
         raise NotImplementedError
 
 
-def forward_batched(ctx: EvalContext, xs: torch.Tensor) -> torch.Tensor:
-    """Logits of a stack of perturbed inputs (K, T, C, H, W), ``ctx.batch_size`` at a time.
+def forward_batched(ctx: EvalContext, xs: torch.Tensor, batch_size: Optional[int] = None) -> torch.Tensor:
+    """Logits of a stack of perturbed inputs (K, T, C, H, W), ``batch_size`` (default ``ctx.batch_size``) at a time.
 
-    Counts the forward passes in ``ctx.counters['forward']``.
+    Counts the forward passes (one per input) in ``ctx.counters['forward']``.
     """
-    out = ctx.adapter.predict(xs, batch_size=ctx.batch_size)
+    out = ctx.adapter.predict(xs, batch_size=batch_size or ctx.batch_size)
     ctx.counters["forward"] = ctx.counters.get("forward", 0) + xs.shape[0]
     return out

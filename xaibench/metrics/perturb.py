@@ -26,6 +26,10 @@ Ranking
 a thresholded map) are broken by a random permutation from the seeded
 generator, never by position, so that a map with many ties is not favoured or
 penalised by the order of the pixels.
+
+The shared parameters and batched prediction of the perturbation metrics are in
+:mod:`xaibench.metrics.perturbation` (this module imports nothing from the
+metric package, so methods may use its helpers).
 """
 
 from __future__ import annotations
@@ -38,16 +42,26 @@ from ..errors import UserError
 
 FEATURE_KINDS = ("pixel", "patch", "tubelet")
 BASELINES = ("zero", "mean", "blur", "uniform")
+OUTPUTS = ("logit", "prob")  # model output a perturbation metric reads
 
 
 def feature_ids(shape, kind: str = "patch", patch: int = 8, frames_per_group: int = 1) -> torch.Tensor:
+    """(T, H, W) integer label of the feature every position belongs to (labels 0 .. F-1).
+
+    Tubelets of the last group are shorter when ``frames_per_group`` does not
+    divide T.
+    """
     T, H, W = shape
     if kind not in FEATURE_KINDS:
         raise UserError(f"unknown feature grouping {kind!r}; valid: {', '.join(FEATURE_KINDS)}")
     if kind == "pixel":
         return torch.arange(T * H * W).view(T, H, W)
-    if patch < 1 or H % patch or W % patch:
-        raise UserError(f"feature patch size {patch} must divide the input size {H}x{W}")
+    if patch is None or int(patch) != patch or patch < 1 or H % patch or W % patch:
+        raise UserError(f"feature patch size {patch} must be a positive integer that divides the input size "
+                        f"{H}x{W}; set the metric's `patch`")
+    patch = int(patch)
+    if kind == "tubelet" and (int(frames_per_group) != frames_per_group or frames_per_group < 1):
+        raise UserError(f"frames_per_group={frames_per_group!r} must be a positive integer")
     fg = 1 if kind == "patch" else max(1, int(frames_per_group))
     t = torch.arange(T) // fg
     y = torch.arange(H) // patch
@@ -65,6 +79,12 @@ def feature_scores(volume: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return s / c
 
 
+def feature_totals(volume: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Summed attribution of each feature over its positions: (F,) float64."""
+    n = int(ids.max()) + 1
+    return torch.zeros(n, dtype=torch.float64).index_add_(0, ids.reshape(-1), volume.reshape(-1).double())
+
+
 def rank(scores: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Feature indices by decreasing score, ties broken by a seeded random permutation."""
     n = scores.numel()
@@ -76,6 +96,8 @@ def rank(scores: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 def make_baseline(x: torch.Tensor, kind: str = "zero", rng: np.random.Generator | None = None,
                   blur_sigma: float = 4.0) -> torch.Tensor:
     """Baseline of the same shape as ``x`` (T, C, H, W)."""
+    if kind == "blur" and not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
+        raise UserError(f"blur_sigma={blur_sigma!r} must be a positive number of pixels")
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "mean":
@@ -100,6 +122,6 @@ def compose(x: torch.Tensor, base: torch.Tensor, ids: torch.Tensor, keep: torch.
 
     ``keep``: (K, F) bool -> returns (K, T, C, H, W).
     """
-    m = keep[:, ids]  # (K, T, H, W)
-    m = m[:, :, None].to(x.dtype)
-    return x[None] * m + base[None] * (1 - m)
+    m = keep[:, ids][:, :, None]  # (K, T, 1, H, W)
+    return torch.where(m, x[None], base[None])
+

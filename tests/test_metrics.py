@@ -1,0 +1,309 @@
+"""Perturbation, segmentation and cost metrics against hand computations; seeding and batching invariance."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+from xaibench import metrics, models
+from xaibench.errors import UserError
+from xaibench.methods.base import Explanation
+from xaibench.metrics.base import EvalContext
+from xaibench.metrics.cost import measure
+from xaibench.metrics.perturb import feature_ids, feature_totals, make_baseline
+from xaibench.metrics.segmentation import Segmentation
+
+PERTURBATION = ["faithfulness_correlation", "monotonicity_correlation", "monotonicity", "deletion_auc",
+                "insertion_auc", "staa_faithfulness", "staa_monotonicity"]
+
+
+class TinyAdapter:
+    patch_size = 4
+
+    def __init__(self, net):
+        self.net = net.eval()
+
+    @torch.no_grad()
+    def predict(self, x, batch_size=32):
+        return torch.cat([self.net(x[i:i + batch_size].flatten(1)) for i in range(0, x.shape[0], batch_size)])
+
+
+def ctx_for(adapter, x, vol, seed=0, batch_size=4, mask=None, target=None):
+    logits = adapter.predict(x[None])[0]
+    expl = Explanation(volume=vol, frame_scores=vol.flatten(1).sum(1), token_map=vol)
+    return EvalContext(adapter=adapter, x=x, target=int(logits.argmax()) if target is None else target,
+                       explanation=expl, logits=logits, rng=np.random.default_rng(seed), batch_size=batch_size,
+                       mask=mask)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(0)
+    T, C, H, W = 2, 3, 8, 8
+    net = nn.Sequential(nn.Linear(T * C * H * W, 16), nn.Tanh(), nn.Linear(16, 3))
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((T, C, H, W), dtype=np.float32))
+    vol = torch.from_numpy(rng.random((T, H, W), dtype=np.float32))
+    return TinyAdapter(net), x, vol
+
+
+# --------------------------------------------------------------------------- deletion / insertion
+def reference_curve(adapter, x, vol, target, n_steps, insertion, patch=4):
+    """Hand-written deletion/insertion curve: explicit patch loops, one forward pass per step."""
+    T, C, H, W = x.shape
+    cells = [(t, i, j) for t in range(T) for i in range(H // patch) for j in range(W // patch)]
+    score = np.array([vol[t, i * patch:(i + 1) * patch, j * patch:(j + 1) * patch].mean().item() for t, i, j in cells])
+    order = np.argsort(-score)  # distinct random scores: no ties
+    F = len(cells)
+    xs, ys = [], []
+    for step in range(n_steps + 1):
+        k = step * F // n_steps
+        xp = torch.zeros_like(x) if insertion else x.clone()
+        for f in order[:k]:
+            t, i, j = cells[f]
+            sl = (t, slice(None), slice(i * patch, (i + 1) * patch), slice(j * patch, (j + 1) * patch))
+            xp[sl] = x[sl] if insertion else 0.0
+        p = torch.softmax(adapter.predict(xp[None])[0].double(), -1)[target].item()
+        xs.append(k / F)
+        ys.append(p)
+    return sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(n_steps))
+
+
+@pytest.mark.parametrize("name,insertion", [("deletion_auc", False), ("insertion_auc", True)])
+@pytest.mark.parametrize("n_steps", [3, 8])
+def test_deletion_insertion_match_hand_computation(mlp, name, insertion, n_steps):
+    ad, x, vol = mlp
+    ctx = ctx_for(ad, x, vol)
+    ours = metrics.create(name, n_steps=n_steps).compute(ctx)[name]
+    ref = reference_curve(ad, x, vol, ctx.target, n_steps, insertion)
+    assert ours == pytest.approx(ref, abs=1e-6)
+    assert ctx.counters["forward"] == n_steps  # the clean input comes from ctx.logits
+
+
+# --------------------------------------------------------------------------- monotonicity (Arya)
+def linear_adapter(weights):
+    """Target logit 0 = sum_p w_p * x_p (channel 0 only), class 1 logit fixed at 0."""
+    n = weights.size
+
+    class Lin(nn.Module):
+        def forward(self, z):
+            z = z.view(z.shape[0], -1, 3, n)[:, 0, 0]  # (B, pixels) of channel 0, frame 0
+            return torch.stack([z @ torch.from_numpy(weights).float(), torch.zeros(z.shape[0])], -1)
+
+    ad = TinyAdapter(Lin())
+    ad.patch_size = 1
+    return ad
+
+
+def test_monotonicity_on_a_linear_model():
+    # 4x4 image, pixel features, 4 features per step; logit is linear in the pixels
+    H = W = 4
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(H * W)
+    ad = linear_adapter(w)
+    x = torch.ones(1, 3, H, W)
+    vol_good = torch.from_numpy(w.reshape(1, H, W)).float()  # contribution of each pixel = its weight
+    # hand computation: ascending order of w, cumulative add-back from a zero input
+    chunks = np.argsort(w).reshape(4, 4)
+    logit = np.cumsum([w[c].sum() for c in chunks])
+    p = 1 / (1 + np.exp(-logit))  # softmax of [logit, 0] for class 0
+    expect = np.mean(np.diff(p) >= 0)
+    out = metrics.create("monotonicity", features="pixel", features_in_step=4, abs=False).compute(
+        ctx_for(ad, x, vol_good, target=0))
+    assert out["monotonicity"] == pytest.approx(expect)
+    assert out["monotonicity_all"] == float(np.all(np.diff(p) >= 0))
+    # positive weights: every step adds evidence -> monotone (1, 1); reversed order -> never (0, 0)
+    wp = np.abs(w) + 0.1
+    ad = linear_adapter(wp)
+    vol = torch.from_numpy(wp.reshape(1, H, W)).float()
+    m = metrics.create("monotonicity", features="pixel", features_in_step=4, abs=False, output="logit")
+    assert m.compute(ctx_for(ad, x, vol, target=0)) == {"monotonicity": 1.0, "monotonicity_all": 1.0}
+    ad_neg = linear_adapter(-wp)
+    assert m.compute(ctx_for(ad_neg, x, vol, target=0)) == {"monotonicity": 0.0, "monotonicity_all": 0.0}
+
+
+# --------------------------------------------------------------------------- faithfulness correlation by hand
+def test_faithfulness_correlation_hand_computation():
+    H = W = 4
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(H * W)
+    ad = linear_adapter(w)
+    x = torch.from_numpy(rng.random((1, 3, H, W), dtype=np.float32))
+    # attribution = exact contribution w_p x_p: the logit drop of a subset is its attribution sum -> r = 1
+    contrib = torch.from_numpy((w * x[0, 0].numpy().reshape(-1)).reshape(1, H, W)).float()
+    m = metrics.create("faithfulness_correlation", features="pixel", nr_runs=30, subset_size=5)
+    assert m.compute(ctx_for(ad, x, contrib, target=0))["faithfulness_correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert m.compute(ctx_for(ad, x, -contrib, target=0))["faithfulness_correlation"] == pytest.approx(-1.0,
+                                                                                                    abs=1e-6)
+    # a constant map has no defined correlation
+    assert np.isnan(m.compute(ctx_for(ad, x, torch.ones(1, H, W), target=0))["faithfulness_correlation"])
+
+
+# --------------------------------------------------------------------------- segmentation
+def test_segmentation_hand_computed_case():
+    # 1 frame, 2x3: normalised map [0, .25, 1; .5, 0, .75] -> mean .4167 -> pred [0,0,1;1,0,1]
+    vol = torch.tensor([[[0.0, 1.0, 4.0], [2.0, 0.0, 3.0]]])
+    mask = torch.tensor([[[False, True, True], [True, False, False]]])
+    ctx = EvalContext(
+        adapter=None, x=torch.zeros(1, 3, 2, 3), target=0,
+        explanation=Explanation(vol, torch.ones(1), vol), logits=torch.zeros(2), rng=np.random.default_rng(0),
+        mask=mask)
+    out = metrics.create("segmentation").compute(ctx)
+    # pred fg = {(0,2), (1,0), (1,2)}; mask fg = {(0,1), (0,2), (1,0)}
+    # correct: (0,0) bg/bg, (0,2), (1,0), (1,1) bg/bg -> 4 / 6
+    assert out["pixel_accuracy"] == pytest.approx(4 / 6)
+    # fg: I = 2, U = 3 + 3 - 2 = 4; bg: I = 2, U = 3 + 3 - 2 = 4 -> mIoU = .5
+    assert out["miou"] == pytest.approx(0.5)
+    assert (out["_correct"], out["_labelled"], out["_inter_fg"], out["_union_fg"]) == (4, 6, 2, 4)
+    norm = np.array([0, 0.25, 1, 0.5, 0, 0.75])
+    m = mask.numpy().reshape(-1)
+    assert out["map_fg"] == pytest.approx(average_precision_score(m, norm))
+    assert out["map"] == pytest.approx(average_precision_score(np.r_[~m, m], np.r_[1 - norm, norm]))
+
+
+def test_segmentation_reduce_sums_histograms_over_the_dataset():
+    rng = np.random.default_rng(3)
+    rows, ref = [], dict(correct=0, n=0, ib=0, ub=0, i_f=0, uf=0)
+    for i in range(4):
+        vol = torch.from_numpy(rng.random((2, 6, 6)))
+        mask = torch.from_numpy(rng.random((2, 6, 6)) < 0.3)
+        ctx = EvalContext(adapter=None, x=torch.zeros(2, 3, 6, 6), target=0,
+                          explanation=Explanation(vol, torch.ones(2), vol), logits=torch.zeros(2),
+                          rng=np.random.default_rng(0), mask=mask)
+        out = metrics.create("segmentation").compute(ctx)
+        assert out["map_fg"] == pytest.approx(average_precision_score(mask.numpy().ravel(), vol.numpy().ravel()))
+        rows.append({k: v for k, v in out.items() if k.startswith("_")})
+        v = vol.numpy()
+        nrm = (v - v.min()) / (v.max() - v.min())
+        pred, gt = nrm > nrm.mean(), mask.numpy()
+        ref["correct"] += (pred == gt).sum()
+        ref["n"] += gt.size
+        ref["i_f"] += (pred & gt).sum()
+        ref["uf"] += (pred | gt).sum()
+        ref["ib"] += (~pred & ~gt).sum()
+        ref["ub"] += (~pred | ~gt).sum()
+    agg = Segmentation.reduce(rows)
+    assert agg["pixel_accuracy"] == pytest.approx(ref["correct"] / ref["n"])
+    assert agg["miou"] == pytest.approx((ref["i_f"] / ref["uf"] + ref["ib"] / ref["ub"]) / 2)
+    assert set(agg) == {"pixel_accuracy", "miou"}
+
+
+# --------------------------------------------------------------------------- seeds and batching
+@pytest.fixture(scope="module")
+def tiny_video():
+    ad = models.create("hf_timesformer", num_frames=4, image_size=32, patch_size=8, hidden_size=32,
+                       num_hidden_layers=2, num_attention_heads=2, seed=1)
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.random((4, 3, 32, 32), dtype=np.float32))
+    vol = torch.from_numpy(rng.random((4, 32, 32), dtype=np.float32))
+    return ad, x, vol
+
+
+SMALL = {"faithfulness_correlation": dict(nr_runs=12), "monotonicity_correlation": dict(n_steps=8, nr_samples=2),
+         "monotonicity": dict(n_steps=8), "deletion_auc": dict(n_steps=6), "insertion_auc": dict(n_steps=6)}
+
+
+@pytest.mark.parametrize("name", PERTURBATION)
+@pytest.mark.parametrize("baseline,features", [("zero", "patch"), ("uniform", "tubelet"), ("blur", "pixel")])
+def test_same_seed_same_numbers_and_batch_size_changes_nothing(tiny_video, name, baseline, features):
+    ad, x, vol = tiny_video
+    kw = dict(SMALL.get(name, {}), baseline=baseline, features=features, frames_per_group=2)
+    if features == "pixel" and name in ("monotonicity_correlation", "monotonicity"):
+        kw["n_steps"] = 4
+    runs = []
+    for seed, bs in [(0, 1), (0, 5), (0, 64), (1, 5)]:
+        ctx = ctx_for(ad, x, vol, seed=seed, batch_size=bs)
+        runs.append(metrics.create(name, **kw).compute(ctx))
+    a, b, c, d = runs
+    for k in a:
+        assert np.isfinite(a[k])
+        # identical (bit for bit up to float32 batched-matmul rounding) across batch sizes
+        assert a[k] == pytest.approx(b[k], abs=1e-6) and a[k] == pytest.approx(c[k], abs=1e-6)
+    # a different seed changes the random parts (subsets, tie order, uniform noise)
+    if name == "faithfulness_correlation" or baseline == "uniform":
+        assert any(a[k] != d[k] for k in a)
+
+
+def test_metric_batch_size_param_overrides_harness(tiny_video):
+    ad, x, vol = tiny_video
+    ctx = ctx_for(ad, x, vol, batch_size=1)
+    calls = []
+    orig = ad.predict
+    ad.predict = lambda xs, batch_size=32: calls.append(batch_size) or orig(xs, batch_size)
+    try:
+        metrics.create("deletion_auc", n_steps=6, batch_size=3).compute(ctx)
+    finally:
+        ad.predict = orig
+    assert calls == [3, 3] and ctx.counters["forward"] == 6
+
+
+# --------------------------------------------------------------------------- perturbation helpers
+def test_feature_grouping_and_totals():
+    ids = feature_ids((4, 8, 8), "tubelet", patch=4, frames_per_group=2)
+    assert int(ids.max()) + 1 == 2 * 2 * 2
+    assert (ids[0] == ids[1]).all() and not (ids[1] == ids[2]).any()
+    vol = torch.arange(4 * 8 * 8, dtype=torch.float32).view(4, 8, 8)
+    tot = feature_totals(vol, ids)
+    assert tot[0].item() == vol[:2, :4, :4].sum().item()
+    assert tot.sum().item() == pytest.approx(vol.sum().item())
+
+
+def test_baselines():
+    x = torch.rand(2, 3, 16, 16)
+    assert make_baseline(x, "zero").abs().sum() == 0
+    m = make_baseline(x, "mean")
+    assert torch.allclose(m[1, 2, 5, 7], x[:, 2].mean())
+    b = make_baseline(x, "blur", blur_sigma=2.0)
+    assert b.shape == x.shape and b.std() < x.std()
+    u1 = make_baseline(x, "uniform", np.random.default_rng(0))
+    u2 = make_baseline(x, "uniform", np.random.default_rng(0))
+    assert torch.equal(u1, u2) and 0 <= u1.min() and u1.max() <= 1
+
+
+@pytest.mark.parametrize("name,kw,msg", [
+    ("deletion_auc", dict(baseline="black"), "unknown baseline"),
+    ("insertion_auc", dict(features="voxel"), "unknown feature grouping"),
+    ("faithfulness_correlation", dict(nr_runs=1), "out of range"),
+    ("monotonicity_correlation", dict(output="probability"), "unknown model output"),
+    ("monotonicity", dict(blur_sigma=0), "out of range"),
+    ("deletion_auc", dict(stepz=3), "bad parameters"),
+])
+def test_bad_parameters_raise_user_errors(name, kw, msg):
+    with pytest.raises(UserError, match=msg):
+        metrics.create(name, **kw)
+
+
+def test_bad_subset_size_and_patch_are_user_errors(mlp):
+    ad, x, vol = mlp
+    with pytest.raises(UserError, match="subset size"):
+        metrics.create("faithfulness_correlation", subset_size=10**6).compute(ctx_for(ad, x, vol))
+    with pytest.raises(UserError, match="divide"):
+        metrics.create("deletion_auc", patch=3).compute(ctx_for(ad, x, vol))
+
+
+# --------------------------------------------------------------------------- cost
+def test_measure_sees_torch_cpu_allocations():
+    with measure() as m:
+        t = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+        del t
+    assert m.seconds > 0
+    if m.method == "vmhwm":
+        assert 60 <= m.peak_mb <= 200
+    with measure() as m2:
+        pass
+    assert m2.peak_mb < 16
+
+
+def test_cost_reports_what_the_harness_measured(mlp):
+    ad, x, vol = mlp
+    ctx = ctx_for(ad, x, vol)
+    ctx.explanation.n_forward, ctx.explanation.n_backward = 3, 1
+    ctx.timing.update(explain_s=0.5)
+    out = metrics.create("cost").compute(ctx)
+    assert out == {"explain_time_s": 0.5, "n_forward": 3.0, "n_backward": 1.0}
+    ctx.timing.update(explain_peak_mb=12.0, eval_s=2.0)
+    ctx.counters["forward"] = 40
+    out = metrics.create("cost").compute(ctx)
+    assert out["explain_peak_mem_mb"] == 12.0 and out["eval_time_s"] == 2.0 and out["eval_n_forward"] == 40.0
+    assert all(metrics.METRICS.get("cost").outputs[k] is False for k in out)

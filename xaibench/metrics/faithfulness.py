@@ -1,0 +1,255 @@
+"""Faithfulness by correlation and by monotonicity (Bhatt 2020; Nguyen & Martinez 2020; Arya 2019).
+
+Common ground (:class:`~xaibench.metrics.perturbation.PerturbationMetric`): the input
+is split into ``F`` features (``pixel`` | ``patch`` | ``tubelet``); "removing"
+a feature sets its positions (all colour channels) to the ``baseline``
+(``zero`` by default).  ``a_f`` is feature ``f``'s *summed* attribution over
+its positions (after ``|.|`` when ``abs``); ``y(x)`` is the target class's
+logit or softmax probability (``output``); ``y0 = y(x)`` comes from the
+unperturbed logits the harness already has (no extra forward pass).  All
+perturbed inputs of one sample go through the model ``batch_size`` at a time;
+all randomness (subsets, tie-breaking, ``uniform`` baselines) comes from
+``ctx.rng``.
+
+Differences from Quantus 0.6 (``quantus.FaithfulnessCorrelation``,
+``MonotonicityCorrelation``, ``Monotonicity``), all of them deliberate and
+documented per class: Quantus treats every array element (channel
+included) as a feature and has no patch/tubelet grouping; its ``black``
+baseline is the sample's minimum (ours: ``zero`` is 0), its ``uniform``
+baseline one random grey level per perturbation (ours: per-pixel U[0,1]
+noise), and it draws random numbers from the global numpy RNG.
+Its attribution normalisation (divide by max |a|) changes no correlation and
+is omitted.  With pixel features on single-channel inputs and the same subsets
+(:meth:`FaithfulnessCorrelation.score` accepts them) both give the same numbers
+(``tests/test_metrics_quantus.py``, to 1e-6).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ..errors import UserError, check_range
+from . import METRICS
+from .perturb import feature_scores, feature_totals, rank
+from .perturbation import PerturbationMetric, target_output
+
+
+def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson / Spearman correlation (scipy); NaN when either side is constant (undefined)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = stats.pearsonr(a, b)[0] if kind == "pearson" else stats.spearmanr(a, b)[0]
+    return float(r)
+
+
+def _steps(n_features: int, features_in_step, n_steps) -> int:
+    """Features per step: ``features_in_step`` if given, else ``ceil(F / n_steps)``."""
+    if features_in_step is not None:
+        return int(features_in_step)
+    return max(1, math.ceil(n_features / int(n_steps)))
+
+
+@METRICS.register("faithfulness_correlation")
+class FaithfulnessCorrelation(PerturbationMetric):
+    """Faithfulness correlation (Bhatt, Weller & Moura, IJCAI 2020, "Evaluating and aggregating
+    feature-based model explanations", eq. for mu_F; as in Quantus ``FaithfulnessCorrelation``).
+
+    For runs ``r = 1 .. nr_runs`` draw a subset ``S_r`` of ``|S|`` distinct features
+    uniformly at random (``ctx.rng.choice(F, |S|, replace=False)``), set it to the
+    baseline and record
+
+        ``s_r = sum_{f in S_r} a_f``   and   ``d_r = y0 - y(x_{S_r -> baseline})``.
+
+    ``faithfulness_correlation = pearson(s, d)`` (``scipy.stats.pearsonr``), in
+    [-1, 1], higher is better; NaN if ``s`` or ``d`` is constant (e.g. a constant
+    attribution map), where the correlation is undefined.
+
+    Parameters: ``nr_runs`` (default 100, as Bhatt/Quantus), ``subset_size``
+    (number of features, ``1 <= |S| < F``) or, if it is not given,
+    ``subset_fraction`` (default 0.1: ``|S| = max(1, round(0.1 F))``), ``abs``
+    (default False, as Quantus), ``output`` (default ``logit``, as Quantus's
+    ``softmax=False``), plus the shared perturbation parameters.  Cost:
+    ``nr_runs`` forward passes.
+    """
+
+    name = "faithfulness_correlation"
+    outputs = {"faithfulness_correlation": True}
+    default_output = "logit"
+
+    def __init__(self, nr_runs: int = 100, subset_size: int | None = None, subset_fraction: float = 0.1,
+                 abs: bool = False, **kw):
+        super().__init__(**kw)
+        self.nr_runs = check_range("metric.nr_runs", nr_runs, 2, 10**6, integer=True)
+        self.subset_size = None if subset_size is None else check_range("metric.subset_size", subset_size, 1,
+                                                                         10**9, integer=True)
+        self.subset_fraction = check_range("metric.subset_fraction", subset_fraction, 1e-9, 1.0)
+        self.abs = bool(abs)
+
+    def params(self):
+        return {"nr_runs": self.nr_runs, "subset_size": self.subset_size, "subset_fraction": self.subset_fraction,
+                "abs": self.abs, **super().params()}
+
+    def subset_len(self, n_features: int) -> int:
+        k = self.subset_size if self.subset_size is not None else max(1, round(self.subset_fraction * n_features))
+        if not 1 <= k < n_features:
+            raise UserError(f"faithfulness_correlation subset size {k} must be in [1, {n_features - 1}] for "
+                            f"{n_features} features; lower subset_size/subset_fraction or use finer features")
+        return k
+
+    def draw_subsets(self, rng: np.random.Generator, n_features: int) -> np.ndarray:
+        k = self.subset_len(n_features)
+        return np.stack([rng.choice(n_features, k, replace=False) for _ in range(self.nr_runs)])
+
+    def score(self, ctx, subsets: np.ndarray | None = None) -> dict:
+        """The metric, optionally on given subsets (R, |S|) of feature indices (to replay another tool's draws).
+
+        Also returns the attribution sums ``s`` and output drops ``d``.
+        """
+        ids = self.ids(ctx)
+        a = self.attribution(ctx)
+        if self.abs:
+            a = a.abs()
+        tot = feature_totals(a, ids).numpy()
+        n = tot.shape[0]
+        if subsets is None:
+            subsets = self.draw_subsets(ctx.rng, n)
+        subsets = np.asarray(subsets, dtype=np.int64)
+        base = self.make_baseline(ctx)
+        keep = torch.ones(subsets.shape[0], n, dtype=torch.bool)
+        keep[torch.arange(subsets.shape[0])[:, None], torch.from_numpy(subsets)] = False
+        y = target_output(self.predict_keep(ctx, base, ids, keep), ctx.target, self.output)
+        drops = self.y0(ctx) - y
+        sums = tot[subsets].sum(1)
+        return {"faithfulness_correlation": _corr("pearson", sums, drops), "sums": sums, "drops": drops}
+
+    def compute(self, ctx):
+        return {"faithfulness_correlation": self.score(ctx)["faithfulness_correlation"]}
+
+
+class _Ascending(PerturbationMetric):
+    """Features in increasing attribution order, grouped in steps (Quantus's ``features_in_step``)."""
+
+    def __init__(self, features_in_step: int | None = None, n_steps: int = 64, abs: bool = True, **kw):
+        super().__init__(**kw)
+        self.features_in_step = None if features_in_step is None else check_range(
+            "metric.features_in_step", features_in_step, 1, 10**9, integer=True)
+        self.n_steps = check_range("metric.n_steps", n_steps, 2, 10**6, integer=True)
+        self.abs = bool(abs)
+
+    def params(self):
+        return {"features_in_step": self.features_in_step, "n_steps": self.n_steps, "abs": self.abs,
+                **super().params()}
+
+    def chunks(self, ctx):
+        """(ids, per-feature summed attribution, list of feature-index chunks in ascending order)."""
+        ids = self.ids(ctx)
+        a = self.attribution(ctx)
+        if self.abs:
+            a = a.abs()
+        order = rank(feature_scores(a, ids), ctx.rng).flip(0)  # ascending, ties in seeded random order
+        n = order.numel()
+        k = _steps(n, self.features_in_step, self.n_steps)
+        return ids, feature_totals(a, ids).numpy(), [order[i:i + k] for i in range(0, n, k)]
+
+
+@METRICS.register("monotonicity_correlation")
+class MonotonicityCorrelation(_Ascending):
+    """Monotonicity correlation (Nguyen & Martinez 2020, "On quantitative aspects of model
+    interpretability", arXiv 2007.07584), exactly as Quantus 0.6 ``MonotonicityCorrelation`` defines it.
+
+    Sort the features by increasing attribution (``|a|`` when ``abs``, default
+    True as Quantus; ties in seeded random order) and cut the order into
+    consecutive chunks ``C_1 .. C_J`` of ``features_in_step`` features
+    (default ``ceil(F / n_steps)``, ``n_steps`` = 64).  For each chunk, remove
+    only that chunk (set it to the baseline) ``N`` times and record
+
+        ``v_j = mean_{n=1..N} (y(x_{C_j -> baseline, n}) - y0)^2 * w``,
+        ``w = 1 / y0^2`` if ``|y0| >= eps`` (1e-5) else 1,
+        ``att_j = sum_{f in C_j} a_f``.
+
+    ``monotonicity_correlation = spearman(att, v)`` (``scipy.stats.spearmanr``,
+    average ranks for ties), higher is better; NaN if either side is constant.
+    ``y`` is the softmax probability by default (Quantus's ``softmax=True``).
+    ``N = nr_samples`` (default 10; Quantus 100) only for the random ``uniform``
+    baseline, each sample a fresh noise baseline shared by all chunks; a
+    deterministic baseline gives ``N`` identical predictions, so it uses ``N = 1``
+    (same value, N times fewer passes).  Cost: ``J * N`` forward passes.
+    """
+
+    name = "monotonicity_correlation"
+    outputs = {"monotonicity_correlation": True}
+    default_output = "prob"
+
+    def __init__(self, nr_samples: int = 10, eps: float = 1e-5, **kw):
+        super().__init__(**kw)
+        self.nr_samples = check_range("metric.nr_samples", nr_samples, 1, 10**6, integer=True)
+        self.eps = check_range("metric.eps", eps, 0.0, 1e9)
+
+    def params(self):
+        return {"nr_samples": self.nr_samples, "eps": self.eps, **super().params()}
+
+    def score(self, ctx) -> dict:
+        ids, tot, chunks = self.chunks(ctx)
+        keep = torch.ones(len(chunks), tot.shape[0], dtype=torch.bool)
+        for j, c in enumerate(chunks):
+            keep[j, c] = False
+        y0 = self.y0(ctx)
+        w = 1.0 / abs(y0) ** 2 if abs(y0) >= self.eps else 1.0
+        n_samples = self.nr_samples if self.baseline == "uniform" else 1
+        sq = np.zeros(len(chunks))
+        for _ in range(n_samples):
+            y = target_output(self.predict_keep(ctx, self.make_baseline(ctx), ids, keep), ctx.target, self.output)
+            sq += (y - y0) ** 2
+        v = sq / n_samples * w
+        att = np.array([tot[c.numpy()].sum() for c in chunks])
+        return {"monotonicity_correlation": _corr("spearman", att, v), "att": att, "var": v}
+
+    def compute(self, ctx):
+        return {"monotonicity_correlation": self.score(ctx)["monotonicity_correlation"]}
+
+
+@METRICS.register("monotonicity")
+class Monotonicity(_Ascending):
+    """Monotonicity (Arya et al. 2019, "One explanation does not fit all", AIX360; as Quantus 0.6 ``Monotonicity``).
+
+    Start from the all-baseline input and add the features back cumulatively in
+    increasing attribution order (``|a|`` when ``abs``, default True as Quantus),
+    ``features_in_step`` at a time (default ``ceil(F / n_steps)``, ``n_steps`` =
+    64): after step ``j`` the chunks ``C_1 .. C_j`` show the input, the rest the
+    baseline, and ``p_j = y(x_{C_1..C_j})`` (softmax probability by default, as
+    Quantus).  With ``Delta_j = p_{j+1} - p_j`` (j = 1 .. J-1):
+
+    * ``monotonicity`` = fraction of steps with ``Delta_j >= 0`` (the probability
+      does not decrease when a more important chunk is added), in [0, 1],
+      higher is better;
+    * ``monotonicity_all`` = 1 if every ``Delta_j >= 0`` else 0: Quantus's
+      boolean, higher is better.
+
+    NaN when there is a single step.  Cost: ``J`` forward passes.
+    """
+
+    name = "monotonicity"
+    outputs = {"monotonicity": True, "monotonicity_all": True}
+    default_output = "prob"
+
+    def score(self, ctx) -> dict:
+        ids, tot, chunks = self.chunks(ctx)
+        keep = torch.zeros(len(chunks), tot.shape[0], dtype=torch.bool)
+        for j, c in enumerate(chunks):
+            keep[j:, c] = True
+        p = target_output(self.predict_keep(ctx, self.make_baseline(ctx), ids, keep), ctx.target, self.output)
+        d = np.diff(p)
+        if d.size == 0:
+            return {"monotonicity": float("nan"), "monotonicity_all": float("nan"), "curve": p}
+        return {"monotonicity": float(np.mean(d >= 0)), "monotonicity_all": float(np.all(d >= 0)), "curve": p}
+
+    def compute(self, ctx):
+        s = self.score(ctx)
+        return {"monotonicity": s["monotonicity"], "monotonicity_all": s["monotonicity_all"]}
