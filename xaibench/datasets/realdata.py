@@ -1,0 +1,158 @@
+"""Helpers shared by the real-data loaders (``kinetics400``, ``imagenet_seg``).
+
+* :func:`select_subset`: seeded selection of ``n_per_class`` items per class or
+  ``n_samples`` items in total;
+* :func:`resize_short_crop` / :func:`resize_square`: the spatial preprocessing;
+* :func:`model_preprocess`: what a model adapter expects (frames, resize, crop,
+  label names), read from ``adapter.preprocess`` when the adapter was loaded by
+  :mod:`xaibench.models.pretrained` and from its geometry otherwise;
+* :func:`norm_label`: the label-name normalisation used for mapping class names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError, check_range
+
+DATA_DIR = Path(__file__).parent / "data"
+
+_UNNAMED = re.compile(r"^(label_|class_|class)\d+$")
+
+
+def norm_label(name: str) -> str:
+    """Case-, underscore-, quote- and spacing-insensitive form of a class name.
+
+    ``"Passing_American_football_(in_game)"`` and ``"passing american football (in game)"``
+    normalise to the same string, as do ``"massaging person's head"`` and
+    ``"massaging persons head"``.
+    """
+    s = str(name).strip().lower().replace("_", " ")
+    s = re.sub(r"[\"'`]", "", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def unnamed(labels: Optional[Sequence[str]]) -> bool:
+    """True when a label list carries no class names (``LABEL_0``, ``class_3``, ... or ``None``)."""
+    if not labels:
+        return True
+    return all(_UNNAMED.match(str(lab).strip().lower()) for lab in labels)
+
+
+def select_subset(keys: Sequence, classes: Sequence, *, n_per_class=None, n_samples=None, seed: int = 0) -> List[int]:
+    """Indices of a seeded subset of items.
+
+    ``keys`` identify the items (sorted order defines the candidate order, so
+    the result does not depend on the order of the annotation file), ``classes``
+    gives each item's class.  ``n_per_class``: that many items of every class
+    (all of a class when it has fewer); ``n_samples``: that many items in total
+    (after the per-class selection when both are set).  Selection uses
+    ``numpy.random.default_rng(seed)``; the returned indices are ordered by
+    (class, key).
+    """
+    order = sorted(range(len(keys)), key=lambda i: (str(classes[i]), str(keys[i])))
+    rng = np.random.default_rng(int(seed))
+    if n_per_class is not None:
+        n_per_class = check_range("dataset.n_per_class", n_per_class, 1, 10**6, integer=True)
+        by_class: Dict[str, List[int]] = defaultdict(list)
+        for i in order:
+            by_class[str(classes[i])].append(i)
+        chosen = []
+        for c in sorted(by_class):
+            items = by_class[c]
+            perm = rng.permutation(len(items))[:n_per_class]
+            chosen += [items[j] for j in sorted(perm)]
+        order = chosen
+    if n_samples is not None:
+        n_samples = check_range("dataset.n_samples", n_samples, 1, 10**8, integer=True)
+        if n_samples < len(order):
+            perm = np.sort(rng.permutation(len(order))[:n_samples])
+            order = [order[j] for j in perm]
+    return order
+
+
+def resize_short_crop(x: torch.Tensor, resize: int, crop: int, mode: str = "bilinear") -> torch.Tensor:
+    """(T, C, H, W) float -> short side scaled to ``resize`` (``mode`` = bilinear or
+    bicubic, antialiased), then the central ``crop`` x ``crop`` window; sizes and
+    offsets rounded as torchvision's ``resize`` / ``center_crop``."""
+    h, w = x.shape[-2:]
+    if min(h, w) != resize:
+        if h <= w:  # long side truncated as torchvision / transformers do
+            nh, nw = resize, int(resize * w / h)
+        else:
+            nh, nw = int(resize * h / w), resize
+        x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+    h, w = x.shape[-2:]
+    if crop > min(h, w):
+        raise UserError(f"crop size {crop} is larger than the resized frame {h}x{w}; use resize >= crop")
+    top = int(round((h - crop) / 2.0))
+    left = int(round((w - crop) / 2.0))
+    return x[..., top : top + crop, left : left + crop].clamp(0.0, 1.0)
+
+
+def resize_square(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size) without keeping the aspect ratio."""
+    if mode == "nearest":  # pixel-centre nearest neighbour, as PIL's Image.NEAREST
+        return F.interpolate(x, size=(size, size), mode="nearest-exact")
+    return F.interpolate(x, size=(size, size), mode=mode, antialias=True, align_corners=False).clamp(0.0, 1.0)
+
+
+def model_preprocess(adapter) -> dict:
+    """``{'frames', 'size', 'resize', 'labels', 'num_classes'}`` the model expects.
+
+    Pretrained adapters carry ``adapter.preprocess`` (from the checkpoint's
+    image-processor / timm data config); the random-init ones only have their
+    geometry, so ``resize = size`` (no border cropped).
+    """
+    pre = dict(getattr(adapter, "preprocess", None) or {})
+    size = int(pre.get("size", adapter.image_size))
+    out = {
+        "frames": int(pre.get("frames", adapter.num_frames)),
+        "size": size,
+        "resize": int(pre.get("resize", size)),
+        "interpolation": str(pre.get("interpolation", "bilinear")),
+        "labels": list(adapter.labels) if getattr(adapter, "labels", None) else None,
+    }
+    try:
+        out["num_classes"] = int(adapter.num_classes)
+    except Exception:  # adapters without a known head size
+        out["num_classes"] = None
+    return out
+
+
+def skip(dataset, sample_id: str, reason: str):
+    """Record ``(sample_id, reason)`` in ``dataset.skipped`` and return the
+    :class:`~xaibench.datasets.base.SkipSample` to raise (message
+    ``"<sample_id>: <reason>"``, attributes ``sample_id`` and ``reason``)."""
+    from .base import SkipSample
+
+    if (sample_id, reason) not in dataset.skipped:
+        dataset.skipped.append((sample_id, reason))
+    exc = SkipSample(f"{sample_id}: {reason}")
+    exc.sample_id, exc.reason = sample_id, reason
+    return exc
+
+
+def env_path(value, env: str, what: str, how: str) -> Path:
+    """``value`` if given, else the environment variable ``env``; a clear error if neither."""
+    if value in (None, "", "null"):
+        value = os.environ.get(env)
+    if not value:
+        raise UserError(f"no {what} given: set it in the dataset config or the environment variable {env}. {how}")
+    return Path(os.path.expanduser(str(value)))
+
+
+def read_class_list(path=None) -> List[str]:
+    p = Path(path) if path else DATA_DIR / "kinetics400_classes.txt"
+    if not p.exists():
+        raise UserError(f"class list {p} does not exist")
+    names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    return names
