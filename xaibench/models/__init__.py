@@ -57,8 +57,12 @@ for _b in BUILDERS:
     MODELS.register(_b)(lambda _b=_b, **kw: build(_b, **kw))
 
 
+# the project's own trained models (recipes in conf/model/<name>.yaml, trained by `xaibench-train`)
+SHIPPED = ("timesformer_synth", "vit_synth", "swin_synth", "timm_vit_synth", "timm_swin_synth")
+
+
 def shipped_names():
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+    return sorted(set(SHIPPED) | {p.stem for p in WEIGHTS_DIR.glob("*.json")})
 
 
 def load_shipped(name: str) -> ModelAdapter:
@@ -68,7 +72,8 @@ def load_shipped(name: str) -> ModelAdapter:
     if not meta_path.exists() or not weights.exists():
         raise UserError(
             f"no shipped model {name!r} (looked for {meta_path.name} and {weights.name} in {WEIGHTS_DIR}); "
-            f"shipped: {', '.join(shipped_names()) or 'none'}. Train one with `xaibench-train model={name}`."
+            f"trained and present: {', '.join(p.stem for p in sorted(WEIGHTS_DIR.glob('*.json'))) or 'none'}. "
+            f"Train it with `xaibench-train model={name}`."
         )
     from safetensors.torch import load_file
 
@@ -95,3 +100,6 @@ def create(name: str, **kwargs) -> ModelAdapter:
 
 def available():
     return MODELS.available()
+
+
+from . import pretrained  # noqa: E402,F401  (pretrained_* models, hf_pretrained, timm_pretrained)

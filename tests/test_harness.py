@@ -1,0 +1,123 @@
+"""End-to-end runs of the Hydra app (as a user runs it) and the regression gate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xaibench.bench import gate
+from xaibench.bench.results import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+XAIBENCH = [sys.executable, "-c", "from xaibench.bench.app import main; main()"]
+TINY = "experiment.benchmarks=[{model: hf_timesformer_tiny, dataset: synthetic_video}]"
+
+
+def run(*args, check=True):
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    p = subprocess.run(XAIBENCH + list(args), capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def test_default_experiment_writes_the_documented_files(tmp_path):
+    out = tmp_path / "run"
+    p = run("dataset.n_samples=3", f"hydra.run.dir={out}")
+    for f in ("results.parquet", "results.csv", "summary.csv", "provenance.json"):
+        assert (out / f).exists(), f
+    df = pd.read_parquet(out / "results.parquet")
+    assert list(df.columns) == COLUMNS
+    assert set(df["method"]) == {"staa_raw", "staa"}
+    assert df["sample_id"].nunique() == 3
+    expected = {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "ap", "iou", "temporal_ap",
+                "explain_time_s", "n_forward", "n_backward"}
+    assert set(df["metric"]) == expected
+    # one row per sample x model x method x metric
+    assert len(df) == 3 * 2 * len(expected)
+    assert not df.duplicated(["sample_id", "model", "method", "metric"]).any()
+    s = pd.read_csv(out / "summary.csv")
+    assert {"mean", "std", "n", "higher_is_better"} <= set(s.columns)
+    assert (s["n"] == 3).all()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["seed"] == 0 and prov["status"] == "complete" and "torch" in prov["versions"]
+    assert prov["config"]["experiment"]["name"] == "default" and prov["git_revision"]
+    assert "staa_faithfulness" in p.stdout  # the summary is printed
+
+
+def test_results_are_deterministic_and_resume_continues(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(TINY, "dataset.n_samples=3", f"hydra.run.dir={a}")
+    # simulate an interruption after the first sample: keep only its rows, drop the tables
+    lines = (a / "rows.jsonl").read_text().splitlines()
+    b.mkdir()
+    (b / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    p = run(TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", check=False)
+    assert p.returncode == 2 and "resume=true" in p.stderr
+    run(TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", "resume=true")
+    ra, rb = (pd.read_csv(d / "results.csv") for d in (a, b))
+    key = ["sample_id", "method", "metric"]
+    ra = ra[ra.metric != "explain_time_s"].sort_values(key).reset_index(drop=True)
+    rb = rb[rb.metric != "explain_time_s"].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ra, rb)
+
+
+def test_sweep_over_lambda(tmp_path):
+    p = run("-m", TINY, "dataset.n_samples=2", "experiment.methods=[staa]", "method.lambda=0,2",
+            f"hydra.sweep.dir={tmp_path}")
+    runs = sorted(tmp_path.glob("*/summary.csv"))
+    assert len(runs) == 2
+    lams = [json.loads(pd.read_csv(r)["params"].iloc[0])["lambda"] for r in runs]
+    assert sorted(lams) == [0.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [("experiment.methods=[nosuchmethod]", "valid method configs"),
+     ("experiment.metrics=[nosuchmetric]", "valid metric configs"),
+     ("method.lambda=9", "allowed range is [0.0, 5.0]"),
+     ("dataset.n_samples=0", "allowed range")],
+)
+def test_user_mistakes_get_a_clear_message(tmp_path, override, needle):
+    p = run(TINY, override, f"hydra.run.dir={tmp_path}", check=False)
+    assert p.returncode == 2
+    assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unknown_experiment_lists_options(tmp_path):
+    p = run("experiment=nosuch", f"hydra.run.dir={tmp_path}", check=False)
+    assert p.returncode != 0 and "default" in p.stderr
+
+
+def _summary(**means):
+    rows = [dict(experiment="e", dataset="d", model="m", method="x", params="{}", metric=k, mean=v, std=0.0, n=3,
+                 higher_is_better=k != "deletion_auc") for k, v in means.items()]
+    return pd.DataFrame(rows)
+
+
+def test_gate_flags_regressions_and_missing_rows_only():
+    base = _summary(ap=0.8, deletion_auc=0.3, explain_time_s=0.01)
+    same = gate.compare(_summary(ap=0.79, deletion_auc=0.31, explain_time_s=5.0), base)
+    assert set(same["status"]) == {"ok"}
+    worse = gate.compare(_summary(ap=0.6, deletion_auc=0.3), base)
+    assert worse.set_index("metric").loc["ap", "status"] == "regressed"
+    better = gate.compare(_summary(ap=0.95, deletion_auc=0.1), base)
+    assert set(better["status"]) == {"improved"}
+    lower_worse = gate.compare(_summary(ap=0.8, deletion_auc=0.5), base)
+    assert lower_worse.set_index("metric").loc["deletion_auc", "status"] == "regressed"
+    missing = gate.compare(_summary(ap=0.8), base)
+    assert missing.set_index("metric").loc["deletion_auc", "status"] == "missing"
+
+
+def test_gate_cli_exit_codes(tmp_path):
+    base, cur = tmp_path / "base.csv", tmp_path / "cur.csv"
+    _summary(ap=0.8).to_csv(base, index=False)
+    _summary(ap=0.5).to_csv(cur, index=False)
+    assert gate.main([str(cur), str(base)]) == 1
+    _summary(ap=0.81).to_csv(cur, index=False)
+    assert gate.main([str(cur), str(base)]) == 0
+    assert gate.main([str(tmp_path / "nope.csv"), str(base)]) == 2
