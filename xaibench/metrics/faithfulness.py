@@ -19,9 +19,11 @@ baseline is the sample's minimum (ours: ``zero`` is 0), its ``uniform``
 baseline one random grey level per perturbation (ours: per-pixel U[0,1]
 noise), and it draws random numbers from the global numpy RNG.
 Its attribution normalisation (divide by max |a|) changes no correlation and
-is omitted.  With pixel features on single-channel inputs and the same subsets
-(:meth:`FaithfulnessCorrelation.score` accepts them) both give the same numbers
-(``tests/test_metrics_quantus.py``, to 1e-6).
+is omitted.  With pixel features, a zero baseline and the same subsets
+(:meth:`FaithfulnessCorrelation.score` accepts them), both correlations agree
+with Quantus to 1e-6, on single-channel inputs and on RGB inputs through a
+ViT adapter (``tests/test_metrics_quantus.py``).  Quantus's ``Monotonicity``
+cannot be matched (see :class:`Monotonicity`).
 """
 
 from __future__ import annotations
@@ -233,6 +235,14 @@ class Monotonicity(_Ascending):
       boolean, higher is better.
 
     NaN when there is a single step.  Cost: ``J`` forward passes.
+
+    Not comparable with Quantus 0.6's ``Monotonicity``: its add-back step calls
+    the baseline-*replacement* perturbation on the all-baseline array, so it
+    never puts the input back, always predicts the all-baseline input and
+    returns True for any attribution (checked: on a linear model it returns True
+    for an attribution and for its reverse).  We follow Arya et al.'s
+    description instead; ``tests/test_metrics.py`` checks it against a hand
+    computation on a linear model.
     """
 
     name = "monotonicity"

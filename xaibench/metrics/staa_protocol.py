@@ -21,8 +21,9 @@ the class axis.  Features are ranked by their mean attribution
 
 Defaults follow the authors' notebooks: zero (black) baseline, features are the
 model's patches in each frame (``features='patch'``; ``pixel`` and ``tubelet``
-are available).  All perturbed inputs of one sample go through the model in
-batches of ``batch_size``.
+are available), as are the other shared perturbation parameters (``patch``,
+``frames_per_group``, ``blur_sigma``, ``batch_size``).  All perturbed inputs of
+one sample go through the model in batches of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from scipy.stats import kendalltau
 
 from ..errors import check_range
 from . import METRICS
-from .base import EvalContext, Metric, forward_batched
-from .perturb import compose, feature_ids, feature_scores, make_baseline, rank
+from .base import EvalContext
+from .perturb import feature_scores, rank
+from .perturbation import PerturbationMetric
 
 
 def minmax(z: torch.Tensor) -> torch.Tensor:
@@ -42,28 +44,29 @@ def minmax(z: torch.Tensor) -> torch.Tensor:
     return (z - lo) / (hi - lo).clamp_min(1e-12)
 
 
-class _KeepTop(Metric):
+class _KeepTop(PerturbationMetric):
+    """Shared parameters (:class:`~xaibench.metrics.perturbation.PerturbationMetric`) minus ``output``:
+    these metrics read every class's logit."""
+
     def __init__(self, baseline: str = "zero", features: str = "patch", patch: int | None = None,
-                 frames_per_group: int = 1, blur_sigma: float = 4.0):
-        self.baseline, self.features, self.patch = baseline, features, patch
-        self.frames_per_group, self.blur_sigma = frames_per_group, blur_sigma
+                 frames_per_group: int = 1, batch_size: int | None = None, blur_sigma: float = 4.0):
+        super().__init__(baseline=baseline, features=features, patch=patch, frames_per_group=frames_per_group,
+                         batch_size=batch_size, blur_sigma=blur_sigma, output="logit")
 
     def params(self):
-        return {"baseline": self.baseline, "features": self.features, "patch": self.patch,
-                "frames_per_group": self.frames_per_group}
+        p = super().params()
+        p.pop("output")
+        return p
 
     def distances(self, ctx: EvalContext, ratios) -> np.ndarray:
         """d_p = mean_c |norm(z) - norm(z_top(p))| for each keep ratio p."""
-        x = ctx.x
-        T, _, H, W = x.shape
-        ids = feature_ids((T, H, W), self.features, self.patch or ctx.adapter.patch_size, self.frames_per_group)
-        order = rank(feature_scores(ctx.explanation.volume.cpu(), ids), ctx.rng)
+        ids = self.ids(ctx)
+        order = rank(feature_scores(self.attribution(ctx), ids), ctx.rng)
         n = order.numel()
         keep = torch.zeros(len(ratios), n, dtype=torch.bool)
         for i, p in enumerate(ratios):
             keep[i, order[: int(round(p * n))]] = True
-        base = make_baseline(x, self.baseline, ctx.rng, self.blur_sigma)
-        z_p = forward_batched(ctx, compose(x, base, ids, keep))
+        z_p = self.predict_keep(ctx, self.make_baseline(ctx), ids, keep)
         return (minmax(ctx.logits[None].float()) - minmax(z_p.float())).abs().mean(-1).numpy()
 
 
