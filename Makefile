@@ -1,0 +1,35 @@
+# The two commands of the README:  `make run`  and  `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+GATE_N ?= 32
+
+.PHONY: run test gate bench setup clean
+
+$(BIN)/xaibench: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/xaibench
+
+## Set up and run the main job (the default experiment on the embedded synthetic benchmark).
+run: setup
+	$(BIN)/xaibench
+
+## Set up and run the test suite.
+test: setup
+	$(BIN)/python -m pytest -q
+
+## The regression gate CI runs: the main job on GATE_N samples against the committed baseline.
+gate: setup
+	rm -rf outputs/ci_gate
+	$(BIN)/xaibench dataset.n_samples=$(GATE_N) hydra.run.dir=outputs/ci_gate
+	$(BIN)/xaibench-gate outputs/ci_gate/summary.csv results/reference/gate_default.csv
+
+bench: setup
+	$(BIN)/python bench/bench_methods.py
+	$(BIN)/python bench/bench_metrics.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache
