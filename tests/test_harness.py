@@ -121,3 +121,13 @@ def test_gate_cli_exit_codes(tmp_path):
     _summary(ap=0.81).to_csv(cur, index=False)
     assert gate.main([str(cur), str(base)]) == 0
     assert gate.main([str(tmp_path / "nope.csv"), str(base)]) == 2
+
+
+def test_save_figures_writes_one_png_per_sample_and_method(tmp_path):
+    run(TINY, "dataset.n_samples=2", "save_figures=1", f"hydra.run.dir={tmp_path}")
+    pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert pngs == [f"synthetic_video__hf_timesformer_tiny__{m}__test-00000.png" for m in ("staa", "staa_raw")]
+    from PIL import Image
+
+    w, h = Image.open(tmp_path / "figures" / pngs[0]).size
+    assert w > 600 and h > 200
