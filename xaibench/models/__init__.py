@@ -103,6 +103,3 @@ def available():
 
 
 from . import pretrained  # noqa: E402,F401  (pretrained_* models, hf_pretrained, timm_pretrained)
-
-
-from . import pretrained  # noqa: E402,F401  (pretrained_* models, hf_pretrained, timm_pretrained)
