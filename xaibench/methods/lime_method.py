@@ -22,9 +22,12 @@ Captum's Lime because Captum's default kernel measures distance between the
 perturbed *inputs* rather than in LIME's interpretable space and its default
 surrogate is a Lasso, both departing from LIME as published.
 
-Seeded: the coalitions come from ``numpy.random.default_rng(seed)`` and Ridge
-is deterministic, so equal seeds give identical values; ``n_forward`` =
-``n_samples``.
+Seeded: the coalitions are drawn exactly as ``LimeImageExplainer(random_state=seed)``
+draws them (``numpy.random.RandomState(seed).randint(0, 2, n * M)``, a private
+generator, the global one untouched) and Ridge is deterministic, so equal
+seeds give identical values -- and, for an image with the same segmentation
+and ``hide_color`` = 0, the same values as ``LimeImageExplainer`` itself (a
+test checks this); ``n_forward`` = ``n_samples``.
 """
 
 from __future__ import annotations
@@ -58,9 +61,10 @@ class Lime(Method):
 
         f, ids = make_masked_model(adapter, x, target, self.cfg, self.batch_size, self.seed)
         M = int(ids.max()) + 1
-        rng = np.random.default_rng(self.seed)
-        z = rng.integers(0, 2, size=(self.n_samples, M)).astype(np.float64)
-        z[0] = 1.0
+        # the draw of LimeImageExplainer(random_state=seed).data_labels, value for value
+        z = np.random.RandomState(self.seed).randint(0, 2, self.n_samples * M).reshape(self.n_samples, M)
+        z[0, :] = 1
+        z = z.astype(np.float64)
         y = f(z)[:, None]
         d = pairwise_distances(z, z[:1], metric="cosine").ravel()
         kw = self.kernel_width
