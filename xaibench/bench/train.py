@@ -143,10 +143,15 @@ def main():
         if bad or "model" not in args:
             raise UserError("usage: xaibench-train model=<name> [seed=N] [train.steps=N]; trainable models are "
                             "those with a `train` section in conf/model/*.yaml")
-        train(args.pop("model"), seed=int(args.pop("seed", 0)),
-              steps=int(args.pop("train.steps")) if "train.steps" in args else None)
-        if args:
-            raise UserError(f"unknown options: {', '.join(args)}")
+        unknown = set(args) - {"model", "seed", "train.steps"}
+        if unknown:
+            raise UserError(f"unknown options: {', '.join(sorted(unknown))}; valid: model, seed, train.steps")
+        try:
+            seed = int(args.get("seed", 0))
+            steps = int(args["train.steps"]) if "train.steps" in args else None
+        except ValueError:
+            raise UserError("seed and train.steps must be integers") from None
+        train(args["model"], seed=seed, steps=steps)
 
 
 if __name__ == "__main__":
