@@ -131,3 +131,17 @@ def test_save_figures_writes_one_png_per_sample_and_method(tmp_path):
 
     w, h = Image.open(tmp_path / "figures" / pngs[0]).size
     assert w > 600 and h > 200
+
+
+def test_summary_uses_the_dataset_level_aggregate_where_there_is_one():
+    from xaibench.bench.results import summarise, to_frame
+
+    base = dict(experiment="e", dataset="d", model="m", method="x", params="{}", higher_is_better=True)
+    rows = [dict(base, sample_id=f"s{i}", metric="miou", value=v) for i, v in enumerate([0.1, 0.3])]
+    rows.append(dict(base, sample_id="__aggregate__", metric="miou", value=0.25, note="n=2"))
+    rows += [dict(base, sample_id=f"s{i}", metric="ap", value=v) for i, v in enumerate([0.1, 0.3])]
+    rows.append(dict(base, sample_id="", metric="skipped", value=float("nan"), note="not applicable"))
+    s = summarise(to_frame(rows)).set_index("metric")
+    assert s.loc["miou", "mean"] == 0.25 and s.loc["miou", "n"] == 2
+    assert s.loc["ap", "mean"] == pytest.approx(0.2) and s.loc["ap", "n"] == 2
+    assert "skipped" not in s.index

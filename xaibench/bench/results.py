@@ -37,20 +37,26 @@ def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Per key: mean, std and n of the per-sample values; where a dataset-level
+    aggregate row exists (``sample_id == __aggregate__``) its value is the mean,
+    std is NaN and n is the number of samples it was computed over."""
     d = df[df["metric"] != "skipped"]
     if d.empty:
         return pd.DataFrame(columns=KEYS + ["mean", "std", "n", "higher_is_better"])
-    g = d.groupby(KEYS, sort=False, dropna=False)
+    is_agg = d["sample_id"] == AGGREGATE
+    per = d[~is_agg]
+    g = per.groupby(KEYS, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
-    hib = g["higher_is_better"].first().reset_index(drop=True)
-    out["higher_is_better"] = hib.values
-    agg = d[d["sample_id"] == AGGREGATE].set_index(KEYS)
-    if len(agg):  # aggregate metrics: n = number of samples the statistic was computed over
-        nmap = {tuple(k): v for k, v in zip(agg.index, agg["note"].fillna(""))}
-        for i, row in out.iterrows():
-            note = nmap.get(tuple(row[k] for k in KEYS))
-            if note and note.startswith("n="):
-                out.at[i, "n"] = int(note[2:])
+    out["higher_is_better"] = g["higher_is_better"].first().values
+    agg = d[is_agg]
+    if len(agg):
+        a = agg[KEYS + ["value", "higher_is_better", "note"]].copy()
+        a["n"] = [int(str(n)[2:]) if str(n).startswith("n=") else np.nan for n in a["note"]]
+        a = a.rename(columns={"value": "mean"}).drop(columns="note")
+        a["std"] = np.nan
+        keys = set(map(tuple, a[KEYS].astype(str).values))
+        out = out[[tuple(r) not in keys for r in out[KEYS].astype(str).values]]
+        out = pd.concat([out, a[out.columns]], ignore_index=True)
     return out
 
 
