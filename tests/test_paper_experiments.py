@@ -142,3 +142,55 @@ def test_stdnorm_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
     assert {("pretrained_vit_b16", "stdnorm", "miou"), ("pretrained_swin_t", "stdnorm", "miou"),
             ("pretrained_swin_t", "chefer", "miou")} <= set(zip(both.model, both.method, both.metric))
     assert "transformer_attribution" in set(table.loc[table.status == "published only", "method"])
+
+
+def test_compare_joins_published_numbers_by_hand(tmp_path):
+    from xaibench.bench.reference import compare
+    from xaibench.errors import UserError
+
+    ref = tmp_path / "ref.csv"
+    ref.write_text(
+        "model,dataset,method,metric,value,source,note\n"
+        "m1,d,a,miou,0.50,paper A,\n"
+        "m1,d,a,miou,0.40,paper B,recalled\n"
+        "m1,d,b,map,0.80,paper A,\n"
+        "m2,d,a,miou,0.30,paper A,\n"
+    )
+    summary = pd.DataFrame([
+        dict(experiment="e", dataset="d", model="m1", method="a", params="{}", metric="miou", mean=0.45, std=0.1,
+             n=10, higher_is_better=True),
+        dict(experiment="e", dataset="d", model="m1", method="a", params="{}", metric="map", mean=0.7, std=0.1,
+             n=10, higher_is_better=True),
+    ])
+    t = compare(summary, ref)
+    both = t[t.status == "both"].sort_values("published")
+    assert list(both["source"]) == ["paper B", "paper A"]  # one row per published number
+    np.testing.assert_allclose(both["diff"], [0.45 - 0.40, 0.45 - 0.50])
+    assert set(zip(t.loc[t.status == "published only", "model"], t.loc[t.status == "published only", "method"])) \
+        == {("m1", "b"), ("m2", "a")}
+    ours = t[t.status == "ours only"]
+    assert list(ours["metric"]) == ["map"] and ours["published"].isna().all()
+    assert (t.loc[t.status == "published only", "dataset"] == "d").all()
+    assert len(compare(summary, ref, keep_unmatched=False)) == 2
+    assert len(compare(summary.assign(dataset="other"), ref, on_dataset=True, keep_unmatched=False)) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,method,value\nm1,a,0.5\n")
+    with pytest.raises(UserError, match="lacks the columns"):
+        compare(summary, bad)
+
+
+def test_reference_tables_are_well_formed():
+    from xaibench.bench.reference import read_reference
+    from xaibench.bench.config import CONF_DIR
+    from omegaconf import OmegaConf
+
+    root = CONF_DIR.parent
+    for name in ("staa_paper", "stdnorm_paper"):
+        exp = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").experiment
+        ref = read_reference(root / exp.reference)
+        assert ref["value"].notna().all() and (ref["source"].str.len() > 10).all()
+        models_ = {b.model if isinstance(b.model, str) else b.model.config for b in exp.benchmarks}
+        assert set(ref["model"]) == models_
+        labels = {m if isinstance(m, str) else m.get("label", m.config) for m in exp.methods}
+        # every published number of a method we run is keyed by that method's label
+        assert labels & set(ref["method"])
