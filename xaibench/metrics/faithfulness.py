@@ -236,6 +236,12 @@ class Monotonicity(_Ascending):
 
     NaN when there is a single step.  Cost: ``J`` forward passes.
 
+    Caveat: the fraction is dominated by the many low-attribution steps, whose
+    effect on the output is noise; a map that puts the evidence *last* (a
+    correct one) is not rewarded.  On ``timesformer_synth`` with the
+    ground-truth mask as attribution the mask scores 0.51, a random map 0.88 and
+    the mask's complement 0.92 (6 test clips, ``n_steps`` 16): read it with care.
+
     Not comparable with Quantus 0.6's ``Monotonicity``: its add-back step calls
     the baseline-*replacement* perturbation on the all-baseline array, so it
     never puts the input back, always predicts the all-baseline input and
