@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
