@@ -53,6 +53,7 @@ matrix ``merge_matrix`` (:func:`xaibench.models.tokens.merge_matrix`):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import List, Sequence
 
 import torch
@@ -64,8 +65,13 @@ from ..models.tokens import merge_matrix
 def shifted_index(grid, window: int, shift: int) -> torch.Tensor:
     """(nW, ws*ws) original (unshifted, row-major) token index of each window position.
 
-    Same convention as :func:`xaibench.models.tokens.window_to_global`.
+    Same convention as :func:`xaibench.models.tokens.window_to_global`.  Cached; never modify the result.
     """
+    return _shifted_index(tuple(int(g) for g in grid), int(window), int(shift))
+
+
+@lru_cache(maxsize=64)
+def _shifted_index(grid, window: int, shift: int) -> torch.Tensor:
     h, w = grid
     ws = window
     if h % ws or w % ws:
@@ -74,6 +80,11 @@ def shifted_index(grid, window: int, shift: int) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     orig = ((ys + shift) % h) * w + (xs + shift) % w
     return orig.view(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+
+
+@lru_cache(maxsize=16)
+def _merge(grid, dtype) -> torch.Tensor:
+    return merge_matrix(grid, dtype=dtype)
 
 
 def n_tokens(rec, T: int = 1) -> int:
@@ -203,7 +214,7 @@ def propagate(adapter, recs: Sequence, blocks: Sequence[torch.Tensor], *, residu
     for i in range(len(recs) - 1, -1, -1):
         rec, blk = recs[i], blocks[i]
         if rec.kind == "window" and n_tokens(rec) != v.numel():  # Swin stage boundary: v <- v M
-            v = v @ merge_matrix(rec.grid, dtype=dtype)
+            v = v @ _merge(tuple(rec.grid), dtype)
         u = vecmul(rec, v, blk, cls_self)
         v = v + u if residual else u
     first = recs[0]

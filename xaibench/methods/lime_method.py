@@ -58,6 +58,7 @@ class Lime(Method):
     def explain(self, adapter, x, target):
         from lime.lime_base import LimeBase
         from sklearn.metrics import pairwise_distances
+        from threadpoolctl import threadpool_limits
 
         f, ids = make_masked_model(adapter, x, target, self.cfg, self.batch_size, self.seed)
         M = int(ids.max()) + 1
@@ -73,7 +74,8 @@ class Lime(Method):
             return np.sqrt(np.exp(-(dist ** 2) / kw ** 2))
 
         base = LimeBase(kernel, verbose=False, random_state=self.seed)
-        intercept, exp, score, _ = base.explain_instance_with_data(z, y, d, 0, M, feature_selection="none")
+        with threadpool_limits(1, user_api="blas"):  # small regression: one BLAS thread (see shap_method)
+            intercept, exp, score, _ = base.explain_instance_with_data(z, y, d, 0, M, feature_selection="none")
         phi = np.zeros(M)
         for k, wgt in exp:
             phi[int(k)] = wgt

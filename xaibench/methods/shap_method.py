@@ -57,6 +57,7 @@ class Shap(Method):
 
     def explain(self, adapter, x, target):
         import shap
+        from threadpoolctl import threadpool_limits
 
         f, ids = make_masked_model(adapter, x, target, self.cfg, self.batch_size, self.seed)
         M = int(ids.max()) + 1
@@ -66,7 +67,9 @@ class Shap(Method):
         try:
             np.random.seed(self.seed)
             shap_log.setLevel(logging.ERROR)
-            with warnings.catch_warnings():
+            # one BLAS thread for the small regressions: multi-threaded BLAS idling in spin waits
+            # beside the model's threads cost more than the solve itself
+            with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
                 warnings.simplefilter("ignore")
                 explainer = shap.KernelExplainer(f, np.zeros((1, M)))
                 phi = explainer.shap_values(np.ones((1, M)), nsamples=self.n_samples, l1_reg=False, silent=True)
