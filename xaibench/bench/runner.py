@@ -159,7 +159,8 @@ class Runner:
         dlabel, dparams = component("dataset", bench.dataset, self.cfg.get("dataset"))
         adapter = _build(MO.create, "model", mparams)
         dataset = _build(D.create, "dataset", dparams)
-        x0_shape = None
+        if hasattr(dataset, "bind"):  # real-data loaders take the model's frames, size, preprocessing and labels
+            dataset.bind(adapter)
         if hasattr(dataset, "frames") and getattr(dataset, "frames", None) != adapter.num_frames:
             raise UserError(f"dataset {dlabel!r} has {dataset.frames} frames but model {mlabel!r} expects "
                             f"{adapter.num_frames}; set dataset.frames={adapter.num_frames}")
