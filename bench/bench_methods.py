@@ -1,6 +1,6 @@
 """Benchmark of the attribution methods: explain time per sample against the model's own cost.
 
-    python bench/bench_methods.py [--repeats 5] [--big-repeats 2] [--no-big] [--out results/bench_methods.csv]
+    python bench/bench_methods.py [--repeats 15] [--big-repeats 2] [--no-big] [--out results/bench_methods.csv]
 
 For every model and method: seconds to explain one sample (minimum over the
 repeats, after one warm-up call) and its ratio to a reference cost:
@@ -118,7 +118,7 @@ def bench_model(label, adapter, repeats, n_samples, batch_size):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--big-repeats", type=int, default=2)
     p.add_argument("--samples", type=int, default=64, help="SHAP/LIME n_samples on the small models")
     p.add_argument("--big-samples", type=int, default=4, help="SHAP/LIME n_samples on the big models")
@@ -137,8 +137,9 @@ def main(argv=None):
         rows += bench_model(name, models.create(name, **kw), args.repeats, args.samples, args.batch_size)
     if not args.no_big:
         for label, (builder, kw) in BIG.items():
-            rows += bench_model(label, models.create(builder, name=label, **kw), args.big_repeats,
-                                args.big_samples, args.big_batch_size)
+            adapter = models.create(builder, **kw)
+            adapter.name = label
+            rows += bench_model(label, adapter, args.big_repeats, args.big_samples, args.big_batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
