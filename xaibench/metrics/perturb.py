@@ -122,6 +122,6 @@ def compose(x: torch.Tensor, base: torch.Tensor, ids: torch.Tensor, keep: torch.
 
     ``keep``: (K, F) bool -> returns (K, T, C, H, W).
     """
-    m = keep[:, ids][:, :, None]  # (K, T, 1, H, W)
+    m = keep.bool()[:, ids][:, :, None]  # (K, T, 1, H, W)
     return torch.where(m, x[None], base[None])
 
