@@ -50,8 +50,11 @@ class StubAdapter:
         return self._trace
 
 
-def dense_G(rec, block, T=1, cls_self=0.0):
-    """Embedded global matrix, built entry by entry (independent of _relevance.vecmul)."""
+def dense_G(rec, block, T=1, cls_self=0.0, c=None):
+    """Embedded global matrix, built entry by entry (independent of _relevance.vecmul).
+
+    ``c``: weight of the frames' CLS-copy rows in the CLS row (1/T: attention; 1: gradient-weighted)."""
+    c = 1.0 / T if c is None else c
     if rec.kind == "global":
         return block.clone()
     if rec.kind == "window":
@@ -68,9 +71,9 @@ def dense_G(rec, block, T=1, cls_self=0.0):
                     G[tok(t, p), tok(t2, p)] = block[p, t, t2]
         return G
     for t in range(T):  # spatial
-        G[0, 0] += block[t, 0, 0] / T
+        G[0, 0] += block[t, 0, 0] * c
         for p in range(P):
-            G[0, tok(t, p)] = block[t, 0, 1 + p] / T
+            G[0, tok(t, p)] = block[t, 0, 1 + p] * c
             G[tok(t, p), 0] = block[t, 1 + p, 0]
             for q in range(P):
                 G[tok(t, p), tok(t, q)] = block[t, 1 + p, 1 + q]
@@ -81,7 +84,7 @@ def dense_relevance(recs, blocks, T, residual, cls_self):
     """R = M_L ... M_1 with dense matrices (M = G or I + G), Swin stage changes by merge_matrix."""
     R, prev = None, None
     for rec, blk in zip(recs, blocks):
-        G = dense_G(rec, blk, T, cls_self)
+        G = dense_G(rec, blk, T, cls_self, c=1.0 if residual else None)
         if R is None:
             R = torch.eye(G.shape[0], dtype=G.dtype)
         elif rec.kind == "window" and rec.grid != prev.grid:
@@ -152,11 +155,11 @@ def test_stdnorm_equals_dense_formula(tiny_models, name):
     for r in recs:  # W = mean_h((g*A)^+) diag(1/sigma), normalised by the sum of its dense embedding
         s = r.ln_std[0]
         if r.kind == "spatial":  # (T, 1+P): each frame's keys, incl. its CLS copy, scaled inside the frame
-            G = dense_G(r, chefer_block(r) / s[:, None, :], T, 0.0)
+            G = dense_G(r, chefer_block(r) / s[:, None, :], T, 0.0, c=1.0)
         else:
             if r.kind == "temporal":  # (P, T) -> our frame-major token order; CLS column is zero anyway
                 s = torch.cat([torch.ones(1), s.t().reshape(-1)])
-            G = dense_G(r, chefer_block(r), T, 0.0) / s[None, :]
+            G = dense_G(r, chefer_block(r), T, 0.0, c=1.0) / s[None, :]
         blocks.append(G / G.sum())
     R = None
     prev = None
@@ -188,7 +191,7 @@ def test_stdnorm_equal_stds_and_switch_reduce_to_normalised_chefer(tiny_models):
         T = a.num_frames
         R, prev = None, None
         for r, b in zip(recs, blocks):
-            G = dense_G(r, b, T, 0.0)
+            G = dense_G(r, b, T, 0.0, c=1.0)
             G = G / G.sum()
             if R is None:
                 R = torch.eye(G.shape[0])
@@ -290,10 +293,9 @@ def test_chefer_one_layer_vit_by_hand():
     assert expected.abs().sum() > 0
 
 
-def test_timesformer_embedding_matches_linearised_hf_layer():
-    """Make one HF TimeSformer layer linear in its tokens (identity norms and value / output
-    projections, no MLP, one head): then layer_out = (I + G_S)(I + G_T) layer_in exactly, with
-    G_T, G_S the embedded temporal and spatial matrices (columns obtained with vecmul)."""
+def _linearised_timesformer():
+    """One HF TimeSformer layer made linear in its tokens (identity norms and value / output
+    projections, no MLP, one head): layer_out = (I + G_S)(I + G_T) layer_in exactly."""
     a = models.create("hf_timesformer", num_frames=3, image_size=16, patch_size=8, hidden_size=8,
                       num_hidden_layers=1, num_attention_heads=1, seed=1)
     layer = a.model.timesformer.encoder.layer[0]
@@ -312,6 +314,22 @@ def test_timesformer_embedding_matches_linearised_hf_layer():
     layer.temporal_layernorm = nn.Identity()
     layer.layernorm_before = nn.Identity()
     layer.layernorm_after = nn.Identity()
+    return a, layer
+
+
+def _frame_major(hs, T, P):
+    """HF hidden states (1, 1 + P*T, D), patch-major frame-minor -> (1 + T*P, D) in our order."""
+    D = hs.shape[-1]
+    return torch.cat([hs[0, :1], hs[0, 1:].view(P, T, D).transpose(0, 1).reshape(T * P, D)])
+
+
+def _G_from_vecmul(rec, blk, N, cls_rows):
+    eye = torch.eye(N)
+    return torch.stack([vecmul(rec, eye[i], blk, 0.0, cls_rows) for i in range(N)])  # row i = e_i^T G
+
+
+def test_timesformer_embedding_matches_linearised_hf_layer():
+    a, layer = _linearised_timesformer()
     io = {}
     h = layer.register_forward_hook(lambda m, i, o: io.update(i=i[0].detach(), o=o[0].detach()))
     x = torch.rand(*a.input_shape)
@@ -319,22 +337,44 @@ def test_timesformer_embedding_matches_linearised_hf_layer():
     h.remove()
     T, P = 3, 4
     N = 1 + T * P
-
-    def frame_major(hs):  # HF (1, 1 + P*T, D) patch-major frame-minor -> (N, D) ours
-        return torch.cat([hs[0, :1], hs[0, 1:].view(P, T, D).transpose(0, 1).reshape(T * P, D)])
-
     rt, rs = trace.attentions
+    Gt = _G_from_vecmul(rt, rt.probs[0].mean(1), N, "mean")
+    Gs = _G_from_vecmul(rs, rs.probs[0].mean(1), N, "mean")
     eye = torch.eye(N)
-
-    def G(rec):
-        blk = rec.probs[0].mean(dim=-3)
-        return torch.stack([vecmul(rec, eye[i], blk, 0.0) for i in range(N)])  # row i = e_i^T G
-
-    expected = (eye + G(rs)) @ (eye + G(rt)) @ frame_major(io["i"])
-    torch.testing.assert_close(frame_major(io["o"]), expected, rtol=1e-4, atol=1e-5)
+    expected = (eye + Gs) @ (eye + Gt) @ _frame_major(io["i"], T, P)
+    torch.testing.assert_close(_frame_major(io["o"], T, P), expected, rtol=1e-4, atol=1e-5)
     # and vecmul agrees with the entry-by-entry construction
-    torch.testing.assert_close(G(rs), dense_G(rs, rs.probs[0].mean(1), T))
-    torch.testing.assert_close(G(rt), dense_G(rt, rt.probs[0].mean(1), T))
+    torch.testing.assert_close(Gs, dense_G(rs, rs.probs[0].mean(1), T))
+    torch.testing.assert_close(Gt, dense_G(rt, rt.probs[0].mean(1), T))
+
+
+def test_timesformer_gradient_weighted_embedding_is_G_times_dG():
+    """The Chefer/stdnorm embedding of ``grad_A * A`` (CLS row summed over frames) equals
+    ``G * dy/dG`` for the layer's true mixing matrices, dy/dG by the chain rule through
+    layer_out = (I + G_S)(I + G_T) layer_in with dy/d layer_out taken from the real model."""
+    a, layer = _linearised_timesformer()
+    name = "timesformer.encoder.layer.0"
+    io = {}
+    h = layer.register_forward_hook(lambda m, i, o: io.update(i=i[0].detach()))
+    x = torch.rand(*a.input_shape)
+    trace = a.trace(x[None], target=1, attentions=True, grads=True, capture=[name])
+    h.remove()
+    T, P = 3, 4
+    N = 1 + T * P
+    rt, rs = trace.attentions
+    Gt = dense_G(rt, rt.probs[0].mean(1), T)
+    Gs = dense_G(rs, rs.probs[0].mean(1), T)
+    X = _frame_major(io["i"], T, P)
+    gout = _frame_major(trace.activation_grads[name], T, P)  # dy / d layer_out
+    eye = torch.eye(N)
+    dGs = gout @ ((eye + Gt) @ X).t()  # y depends on G_S through (I + G_S) Z, Z = (I + G_T) X
+    dGt = ((eye + Gs).t() @ gout) @ X.t()
+    mask_s, mask_t = Gs != 0, Gt != 0  # entries that are variables of the layer
+    ours_s = _G_from_vecmul(rs, (rs.grad[0] * rs.probs[0]).mean(1), N, "sum")
+    ours_t = _G_from_vecmul(rt, (rt.grad[0] * rt.probs[0]).mean(1), N, "sum")
+    torch.testing.assert_close(ours_s[mask_s], (Gs * dGs)[mask_s], rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(ours_t[mask_t], (Gt * dGt)[mask_t], rtol=1e-3, atol=1e-7)
+    assert (Gs * dGs)[0].abs().sum() > 0
 
 
 # ------------------------------------------------------------------ Grad-CAM

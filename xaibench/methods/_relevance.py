@@ -26,16 +26,23 @@ temporal   (P, T, T)            G[(t,p),(t',p)] = block[p, t, t'] (block
 spatial    (T, 1+P, 1+P)        frame t's block over [CLS copy, its P patches]:
                                 G[(t,p),(t,q)] = block[t, 1+p, 1+q],
                                 G[(t,p), CLS] = block[t, 1+p, 0],
-                                G[CLS, (t,q)] = block[t, 0, 1+q] / T,
-                                G[CLS, CLS]   = sum_t block[t, 0, 0] / T
+                                G[CLS, (t,q)] = c * block[t, 0, 1+q],
+                                G[CLS, CLS]   = c * sum_t block[t, 0, 0]
+                                with c = 1/T (``cls_rows="mean"``) or 1 (``"sum"``)
 =========  ===================  ==============================================
 
 The spatial row of the CLS models what HF TimeSformer does: the CLS is copied
 into every frame (all copies are the same vector, the layer's input CLS),
 each copy attends within its frame, and the CLS residual is the *mean over
 frames* of the copies' attention outputs (``torch.mean(cls_token, 1)`` in
-``TimesformerLayer.forward``), so the CLS row is the frame average of the
-per-frame CLS rows.
+``TimesformerLayer.forward``).  So the layer's true token-mixing matrix has the
+frame *mean* of the copies' attention rows as its CLS row (``cls_rows="mean"``,
+used for attention matrices: rollout).  For gradient-weighted matrices
+(``grad_A * A``, Chefer / stdnorm) the block already holds
+``A_t * dy/dA_t``; since ``G[CLS, (t,q)] = A_t[0, 1+q] / T`` gives
+``dy/dG[CLS, (t,q)] = T dy/dA_t[0, 1+q]``, the gradient-weighted mixing matrix
+``G * dy/dG`` has CLS entries ``A_t[0, 1+q] dy/dA_t[0, 1+q]`` with no 1/T
+(``cls_rows="sum"``; the CLS-to-CLS entry sums the frames' entries).
 
 Propagation without dense matrices
 ----------------------------------
@@ -97,7 +104,8 @@ def n_tokens(rec, T: int = 1) -> int:
     return 1 + T * P
 
 
-def vecmul(rec, v: torch.Tensor, block: torch.Tensor, cls_self: float = 0.0) -> torch.Tensor:
+def vecmul(rec, v: torch.Tensor, block: torch.Tensor, cls_self: float = 0.0,
+           cls_rows: str = "mean") -> torch.Tensor:
     """``v @ G`` for the embedded global matrix ``G`` of ``block`` (see the module docstring)."""
     kind = rec.kind
     if kind == "global":
@@ -116,17 +124,18 @@ def vecmul(rec, v: torch.Tensor, block: torch.Tensor, cls_self: float = 0.0) -> 
         return torch.cat([v[:1] * cls_self, y])
     if kind == "spatial":
         T, n1 = block.shape[0], block.shape[-1]
-        w = torch.cat([(v[:1] / T).expand(T, 1), v[1:].view(T, n1 - 1)], 1)  # (T, 1+P)
+        c = 1.0 / T if cls_rows == "mean" else 1.0
+        w = torch.cat([(v[:1] * c).expand(T, 1), v[1:].view(T, n1 - 1)], 1)  # (T, 1+P)
         y = torch.bmm(w.view(T, 1, n1), block).view(T, n1)
         return torch.cat([y[:, 0].sum().view(1), y[:, 1:].reshape(-1)])
     raise ValueError(kind)
 
 
-def embedded_sum(rec, block: torch.Tensor, cls_self: float = 0.0) -> torch.Tensor:
+def embedded_sum(rec, block: torch.Tensor, cls_self: float = 0.0, cls_rows: str = "mean") -> torch.Tensor:
     """Sum of all entries of the embedded global matrix ``G``."""
     if rec.kind == "spatial":
-        T = block.shape[0]
-        return block[:, 1:, :].sum() + block[:, 0, :].sum() / T
+        c = 1.0 / block.shape[0] if cls_rows == "mean" else 1.0
+        return block[:, 1:, :].sum() + block[:, 0, :].sum() * c
     if rec.kind == "temporal":
         return block.sum() + cls_self
     return block.sum()
@@ -192,11 +201,12 @@ def uses_cls(adapter, recs) -> bool:
 
 
 def propagate(adapter, recs: Sequence, blocks: Sequence[torch.Tensor], *, residual: bool, readout: str,
-              cls_self: float) -> torch.Tensor:
+              cls_self: float, cls_rows: str) -> torch.Tensor:
     """Readout row ``v0^T M_L ... M_1`` of the composed relevance, as a (T, h, w) token map.
 
     ``residual=False``: ``M_l = G_l`` (rollout; blocks already include the identity);
     ``residual=True``: ``M_l = I + G_l`` (Chefer's ``R <- R + G R``).
+    ``cls_self``: temporal G[CLS, CLS]; ``cls_rows``: spatial CLS row aggregation (module docstring).
     ``readout``: ``cls`` (row of the CLS, ``R[CLS, patches]``), ``sum`` (column sums over all
     final tokens) or ``mean`` (column means).
     """
@@ -215,7 +225,7 @@ def propagate(adapter, recs: Sequence, blocks: Sequence[torch.Tensor], *, residu
         rec, blk = recs[i], blocks[i]
         if rec.kind == "window" and n_tokens(rec) != v.numel():  # Swin stage boundary: v <- v M
             v = v @ _merge(tuple(rec.grid), dtype)
-        u = vecmul(rec, v, blk, cls_self)
+        u = vecmul(rec, v, blk, cls_self, cls_rows)
         v = v + u if residual else u
     first = recs[0]
     if adapter.arch == "timesformer":

@@ -18,10 +18,14 @@ used (default: all; R starts as the identity at the first used layer).
   averaged); readout: column sum ``sum_i R[i, j]`` (no CLS; global pooling),
   at the token grid of the first used block.
 * TimeSformer: per layer first the temporal then the spatial matrix, each
-  embedded over the ``1 + T*P`` tokens as described in
-  :mod:`xaibench.methods.rollout` (temporal: block diagonal over patches, CLS
-  row and column zero; spatial: block diagonal over frames, CLS row = mean over
-  frames of the per-frame CLS-copy rows, CLS column = the weight on the copies):
+  embedded over the ``1 + T*P`` tokens as in :mod:`xaibench.methods.rollout`
+  (temporal: block diagonal over patches, CLS row and column zero; spatial:
+  block diagonal over frames, CLS column = the copies' entries), except that
+  the spatial CLS row is the *sum* over frames of the copies' gradient-weighted
+  rows, ``Abar[CLS, (t,q)] = mean_h((grad_A_t * A_t)^+)[0, 1+q]``: the true
+  mixing matrix has ``G[CLS, (t,q)] = A_t[0, 1+q] / T`` (the model averages the
+  copies) and hence ``dy/dG = T dy/dA_t``, so ``G * dy/dG = A_t * dy/dA_t``
+  (see :mod:`xaibench.methods._relevance`);
   ``R <- R + Abar^temp_l R``, then ``R <- R + Abar^spat_l R``; explanation
   ``R[CLS, (t, p)]`` -> (T, h, w); frame scores = per-frame sums.
 
@@ -52,7 +56,7 @@ class Chefer(Method):
         recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
         blocks = [chefer_block(r) for r in recs]
         readout = "cls" if uses_cls(adapter, recs) else "sum"
-        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0)
+        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0, cls_rows="sum")
         return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
 
 

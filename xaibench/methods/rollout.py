@@ -63,7 +63,7 @@ class Rollout(Method):
         recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
         blocks = [rollout_block(r) for r in recs]
         readout = "cls" if uses_cls(adapter, recs) else "mean"
-        m = propagate(adapter, recs, blocks, residual=False, readout=readout, cls_self=1.0)
+        m = propagate(adapter, recs, blocks, residual=False, readout=readout, cls_self=1.0, cls_rows="mean")
         return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1)
 
 

@@ -34,7 +34,8 @@ Architectures (token layouts in :mod:`xaibench.methods._relevance`):
   at the token grid of the first used block (for the last two blocks of
   Swin-T, its 7x7 final stage).
 * TimeSformer: each layer contributes its temporal then its spatial matrix,
-  embedded over the ``1 + T*P`` tokens as in :mod:`rollout`, each normalised
+  embedded over the ``1 + T*P`` tokens as in :mod:`chefer` (spatial CLS row =
+  sum over frames of the copies' gradient-weighted rows), each normalised
   and std-weighted on its own (temporal: ``sigma`` of ``temporal_layernorm``
   per (patch, frame); spatial: ``sigma`` of ``layernorm_before`` per (frame,
   token), the CLS copy's own std in each frame); ``layers`` counts whole layers.
@@ -58,7 +59,7 @@ def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
         if rec.ln_std is None:
             raise NotApplicable(f"attention {rec.name} has no layer norm statistics (no layer norm before it)")
         w = scale_columns(rec, w, 1.0 / rec.ln_std[0].to(w.dtype))
-    total = embedded_sum(rec, w)
+    total = embedded_sum(rec, w, cls_rows="sum")
     return w / total if total > 0 else torch.zeros_like(w)
 
 
@@ -78,7 +79,7 @@ class StdNorm(Method):
         recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
         blocks = [stdnorm_block(r, self.use_std) for r in recs]
         readout = "cls" if uses_cls(adapter, recs) else "sum"
-        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0)
+        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0, cls_rows="sum")
         return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
 
 
