@@ -128,3 +128,13 @@ def test_bad_input_shape_and_names(tiny_models):
         models.create("hf_timesfromer")
     with pytest.raises(UserError, match="no module"):
         a.trace(torch.rand(1, *a.input_shape), capture=["nope"])
+
+
+def test_trace_can_record_only_selected_layers(tiny_models):
+    a = tiny_models["hf_timesformer"]
+    x = torch.rand(1, *a.input_shape)
+    full = a.trace(x, attentions=True)
+    last = a.trace(x, attentions=True, layers=range(-2, 0))
+    assert [r.name for r in last.attentions] == a.attention_points()[-2:] == ["layer1.temporal", "layer1.spatial"]
+    for r, ref in zip(last.attentions, full.attentions[-2:]):
+        torch.testing.assert_close(r.probs, ref.probs)

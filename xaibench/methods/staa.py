@@ -141,7 +141,13 @@ class STAA(Method):
         return m.view(-1, h, w), tau
 
     def explain(self, adapter, x, target):
-        trace = adapter.trace(x[None], target=target, attentions=True)
+        # record only the last layers' attention (TimeSformer: a temporal and a spatial record per layer)
+        per_layer = 2 if adapter.arch == "timesformer" else 1
+        n_points = len(adapter.attention_points())
+        k = min(self.layers * per_layer, n_points)
+        trace = adapter.trace(x[None], target=target, attentions=True, layers=range(-k, 0))
+        if self.layers * per_layer > n_points:
+            self._last([None] * (n_points // per_layer))  # raises the out-of-range message
         m, tau = self.raw_maps(trace, adapter)
         if self.enhance and self.smoothing == "ema":
             m = ema(m, self.alpha)

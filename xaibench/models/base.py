@@ -159,6 +159,10 @@ class ModelAdapter:
         for windows, ``block`` (the module holding window/shift attributes)."""
         raise NotImplementedError
 
+    def attention_points(self) -> List[str]:
+        """Names of the attention records a full :meth:`trace` yields, in forward order."""
+        return [p["name"] for p in self._hook_points()]
+
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
@@ -176,8 +180,13 @@ class ModelAdapter:
         grads: bool = False,
         ln_stats: bool = False,
         capture: Sequence[str] = (),
+        layers: Optional[Sequence[int]] = None,
     ) -> Trace:
         """One real forward pass with the requested records.
+
+        ``layers``: indices (negative from the end) into the attention hook
+        points in forward order (:meth:`attention_points`) to record; ``None``
+        records all of them.  Recording fewer costs less.
 
         ``target``: class index (or per-sample indices) whose logit is
         back-propagated when ``grads`` is set; the predicted class if ``None``.
@@ -196,7 +205,10 @@ class ModelAdapter:
                 tensor.register_hook(lambda g: store.__setitem__(key, g.detach()))
 
         if want_attn:
-            for point in self._hook_points():
+            points = self._hook_points()
+            if layers is not None:
+                points = [points[i] for i in layers]
+            for point in points:
                 rec = AttentionRecord(
                     name=point["name"], kind=point["kind"], probs=torch.empty(0), grid=point.get("grid", self.grid)
                 )
