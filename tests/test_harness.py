@@ -145,3 +145,48 @@ def test_summary_uses_the_dataset_level_aggregate_where_there_is_one():
     assert s.loc["miou", "mean"] == 0.25 and s.loc["miou", "n"] == 2
     assert s.loc["ap", "mean"] == pytest.approx(0.2) and s.loc["ap", "n"] == 2
     assert "skipped" not in s.index
+
+
+def test_a_method_that_does_not_apply_is_skipped_with_its_reason(tmp_path):
+    """A pair found inapplicable in check() or only inside explain() gives one `skipped` row, no crash."""
+    from omegaconf import OmegaConf
+
+    from xaibench.bench.runner import Runner
+    from xaibench.errors import NotApplicable
+    from xaibench.methods import METHODS
+    from xaibench.methods.base import Method
+
+    class Picky(Method):
+        name = "picky_test"
+
+        def explain(self, adapter, x, target):
+            raise NotApplicable("needs a CLS token the model does not have")
+
+    if "picky_test" not in METHODS:
+        METHODS.register("picky_test")(Picky)
+    conf = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "method" / "picky.yaml").write_text("name: picky_test\n")
+    import xaibench.bench.config as C
+
+    old = C.CONF_DIR
+    C.CONF_DIR = conf
+    try:
+        cfg = OmegaConf.load(conf / "config.yaml")
+        cfg.pop("defaults")
+        cfg.pop("hydra")
+        cfg.experiment = OmegaConf.create({"name": "t", "benchmarks": [{"model": "hf_vit_tiny",
+                                           "dataset": "synthetic_image"}], "methods": ["picky", "staa_raw"],
+                                           "metrics": ["cost"]})
+        cfg.dataset.n_samples = 2
+        cfg.print_summary = False
+        summary, status = Runner(cfg, tmp_path / "run").run()
+    finally:
+        C.CONF_DIR = old
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    skipped = df[df.metric == "skipped"]
+    assert status == "complete" and len(skipped) == 1 and skipped.iloc[0]["method"] == "picky"
+    assert "CLS token" in skipped.iloc[0]["note"]
+    assert set(df[df.metric != "skipped"]["method"]) == {"staa_raw"}

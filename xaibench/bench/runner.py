@@ -174,19 +174,25 @@ class Runner:
             metrics.append((label, _build(MT.create, "metric", params)))
 
         base = dict(experiment=self.exp.name, dataset=dlabel, model=mlabel, seed=self.seed)
+
+        def skip_pair(label, method, reason):
+            """Record once that ``method`` does not apply to this model, with the reason."""
+            key = ("skip", dlabel, mlabel, label)
+            if key not in self.done:
+                row = dict(base, method=label, params=json.dumps(method.params(), sort_keys=True), sample_id="",
+                           metric="skipped", value=float("nan"), note=reason)
+                self.rows.append(row)
+                self._append({"kind": "sample", "key": list(key), "rows": [row]})
+                self.done.add(key)
+            print(f"skipping {label} on {mlabel}: {reason}")
+
         runnable = []
         for label, method in methods:
             try:
                 method.check(adapter)
                 runnable.append((label, method))
             except NotApplicable as e:
-                key = ("skip", dlabel, mlabel, label)
-                if key not in self.done:
-                    row = dict(base, method=label, params=json.dumps(method.params()), sample_id="",
-                               metric="skipped", value=float("nan"), note=str(e))
-                    self.rows.append(row)
-                    self._append({"kind": "sample", "key": list(key), "rows": [row]})
-                    self.done.add(key)
+                skip_pair(label, method, str(e))
         warmed = set()
         bar = tqdm(range(len(dataset)), desc=f"{mlabel} on {dlabel}", unit="sample")
         for i in bar:
@@ -207,16 +213,21 @@ class Runner:
                 target = int(sample.label)
             else:
                 target = pred
-            for label, method in runnable:
+            for label, method in list(runnable):
                 key = (dlabel, mlabel, label, sample.sample_id)
                 if key in self.done:
                     continue
-                if self.cfg.get("warmup", True) and label not in warmed:
-                    method(adapter, sample.x, target)  # not timed: first-call overheads
-                    warmed.add(label)
-                t0 = time.perf_counter()
-                expl = method(adapter, sample.x, target)
-                explain_s = time.perf_counter() - t0
+                try:
+                    if self.cfg.get("warmup", True) and label not in warmed:
+                        method(adapter, sample.x, target)  # not timed: first-call overheads
+                        warmed.add(label)
+                    t0 = time.perf_counter()
+                    expl = method(adapter, sample.x, target)
+                    explain_s = time.perf_counter() - t0
+                except NotApplicable as e:  # found out only once the method looked at the model
+                    skip_pair(label, method, str(e))
+                    runnable.remove((label, method))
+                    continue
                 rows, hidden = self._evaluate(base, label, method, metrics, adapter, sample, expl, logits, target,
                                               pred, explain_s)
                 self.rows.extend(rows)
