@@ -27,26 +27,39 @@ def run(*args, check=True):
 
 def test_default_experiment_writes_the_documented_files(tmp_path):
     out = tmp_path / "run"
-    p = run("dataset.n_samples=3", f"hydra.run.dir={out}")
+    p = run("dataset.n_samples=1", "threads=1", f"hydra.run.dir={out}")
     for f in ("results.parquet", "results.csv", "summary.csv", "provenance.json"):
         assert (out / f).exists(), f
     df = pd.read_parquet(out / "results.parquet")
     assert list(df.columns) == COLUMNS
-    assert set(df["method"]) == {"staa_raw", "staa"}
-    assert df["sample_id"].nunique() == 3
-    expected = {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "ap", "iou", "temporal_ap",
-                "explain_time_s", "n_forward", "n_backward"}
-    assert set(df["metric"]) == expected
-    # one row per sample x model x method x metric
-    assert len(df) == 3 * 2 * len(expected)
-    assert not df.duplicated(["sample_id", "model", "method", "metric"]).any()
+    methods = {"staa_raw", "staa", "attention", "rollout", "chefer", "stdnorm", "stdnorm_nostd", "gradcam", "shap",
+               "lime"}
+    for model in ("timesformer_synth", "vit_synth", "swin_synth"):
+        assert set(df[df.model == model]["method"]) == methods
+    expected = {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "faithfulness_correlation",
+                "deletion_auc", "insertion_auc", "ap", "iou", "temporal_ap", "explain_time_s", "n_forward",
+                "n_backward", "pixel_accuracy", "miou", "map"}
+    assert expected <= set(df["metric"])
+    per_sample = df[df.sample_id != "__aggregate__"]
+    assert not per_sample.duplicated(["sample_id", "model", "method", "metric"]).any()
     s = pd.read_csv(out / "summary.csv")
     assert {"mean", "std", "n", "higher_is_better"} <= set(s.columns)
-    assert (s["n"] == 3).all()
+    assert not s.duplicated(["dataset", "model", "method", "params", "metric"]).any()
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["status"] == "complete" and "torch" in prov["versions"]
     assert prov["config"]["experiment"]["name"] == "default" and prov["git_revision"]
     assert "staa_faithfulness" in p.stdout  # the summary is printed
+
+
+def test_staa_experiment_one_row_per_sample_method_metric(tmp_path):
+    out = tmp_path / "run"
+    run("experiment=staa_synthetic", "dataset.n_samples=3", f"hydra.run.dir={out}")
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["method"]) == {"staa_raw", "staa"} and df["sample_id"].nunique() == 3
+    expected = {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "ap", "iou", "temporal_ap",
+                "explain_time_s", "n_forward", "n_backward"}
+    assert set(df["metric"]) == expected and len(df) == 3 * 2 * len(expected)
+    assert (pd.read_csv(out / "summary.csv")["n"] == 3).all()
 
 
 def test_results_are_deterministic_and_resume_continues(tmp_path):
