@@ -109,10 +109,12 @@ def _find_blocks(model: nn.Module) -> List[nn.Module]:
     return [m for m in model.modules() if hasattr(m, "attention") and hasattr(m, "layernorm_before")]
 
 
-class HFViTAdapter(HFAdapter):
-    arch = "vit"
+class HFImageAdapter(HFAdapter):
+    """Shared construction of the HF image models (ViT/DeiT, Swin): eager attention, blocks in forward order."""
 
-    def __init__(self, model, *, name="hf_vit", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    gradcam_attr = "layernorm_before"  # default Grad-CAM module of the last block
+
+    def __init__(self, model, *, name, mean, std):
         force_eager(model)
         cfg = model.config
         self.blocks = _find_blocks(model)
@@ -126,11 +128,18 @@ class HFViTAdapter(HFAdapter):
             mean=mean,
             std=std,
             labels=_labels(model),
-            gradcam_layer=names[self.blocks[-1].layernorm_before],
+            gradcam_layer=names[getattr(self.blocks[-1], self.gradcam_attr)],
         )
 
     def _run(self, x):
         return self.model(pixel_values=x[:, 0]).logits
+
+
+class HFViTAdapter(HFImageAdapter):
+    arch = "vit"
+
+    def __init__(self, model, *, name="hf_vit", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__(model, name=name, mean=mean, std=std)
 
     def _hook_points(self):
         return [
@@ -139,28 +148,12 @@ class HFViTAdapter(HFAdapter):
         ]
 
 
-class HFSwinAdapter(HFAdapter):
+class HFSwinAdapter(HFImageAdapter):
     arch = "swin"
+    gradcam_attr = "layernorm_after"
 
     def __init__(self, model, *, name="hf_swin", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-        force_eager(model)
-        cfg = model.config
-        self.blocks = _find_blocks(model)
-        names = {m: n for n, m in model.named_modules()}
-        super().__init__(
-            model,
-            name=name,
-            num_frames=1,
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            mean=mean,
-            std=std,
-            labels=_labels(model),
-            gradcam_layer=names[self.blocks[-1].layernorm_after],
-        )
-
-    def _run(self, x):
-        return self.model(pixel_values=x[:, 0]).logits
+        super().__init__(model, name=name, mean=mean, std=std)
 
     def _hook_points(self):
         return [

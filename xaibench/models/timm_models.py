@@ -28,6 +28,24 @@ class TimmAdapter(ModelAdapter):
     def num_classes(self) -> int:
         return int(self.model.num_classes)
 
+    default_mean = (0.5, 0.5, 0.5)
+    default_std = (0.5, 0.5, 0.5)
+
+    def __init__(self, model, *, name, mean=None, std=None, labels=None, gradcam_layer=None):
+        _unfuse(model)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        super().__init__(
+            model,
+            name=name,
+            num_frames=1,
+            image_size=model.patch_embed.img_size[0],
+            patch_size=model.patch_embed.patch_size[0],
+            mean=mean or cfg.get("mean", self.default_mean),
+            std=std or cfg.get("std", self.default_std),
+            labels=labels,
+            gradcam_layer=gradcam_layer,
+        )
+
     def _run(self, x):
         return self.model(x[:, 0])
 
@@ -36,22 +54,10 @@ class TimmViTAdapter(TimmAdapter):
     arch = "vit"
 
     def __init__(self, model, *, name="timm_vit", mean=None, std=None, labels=None):
-        _unfuse(model)
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        n = len(model.blocks)
         self.has_cls = getattr(model, "cls_token", None) is not None
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 1))
-        super().__init__(
-            model,
-            name=name,
-            num_frames=1,
-            image_size=model.patch_embed.img_size[0],
-            patch_size=model.patch_embed.patch_size[0],
-            mean=mean or cfg.get("mean", (0.5, 0.5, 0.5)),
-            std=std or cfg.get("std", (0.5, 0.5, 0.5)),
-            labels=labels,
-            gradcam_layer=f"blocks.{n - 1}.norm1",
-        )
+        super().__init__(model, name=name, mean=mean, std=std, labels=labels,
+                         gradcam_layer=f"blocks.{len(model.blocks) - 1}.norm1")
 
     def _hook_points(self):
         return [
@@ -63,23 +69,14 @@ class TimmViTAdapter(TimmAdapter):
 
 class TimmSwinAdapter(TimmAdapter):
     arch = "swin"
+    default_mean = (0.485, 0.456, 0.406)
+    default_std = (0.229, 0.224, 0.225)
 
     def __init__(self, model, *, name="timm_swin", mean=None, std=None, labels=None):
-        _unfuse(model)
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
         self.blocks: List[nn.Module] = [b for layer in model.layers for b in layer.blocks]
         names = {m: n for n, m in model.named_modules()}
-        super().__init__(
-            model,
-            name=name,
-            num_frames=1,
-            image_size=model.patch_embed.img_size[0],
-            patch_size=model.patch_embed.patch_size[0],
-            mean=mean or cfg.get("mean", (0.485, 0.456, 0.406)),
-            std=std or cfg.get("std", (0.229, 0.224, 0.225)),
-            labels=labels,
-            gradcam_layer=names[self.blocks[-1].norm2],
-        )
+        super().__init__(model, name=name, mean=mean, std=std, labels=labels,
+                         gradcam_layer=names[self.blocks[-1].norm2])
 
     def _hook_points(self):
         return [
