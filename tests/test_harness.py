@@ -203,3 +203,25 @@ def test_a_method_that_does_not_apply_is_skipped_with_its_reason(tmp_path):
     assert status == "complete" and len(skipped) == 1 and skipped.iloc[0]["method"] == "picky"
     assert "CLS token" in skipped.iloc[0]["note"]
     assert set(df[df.metric != "skipped"]["method"]) == {"staa_raw"}
+
+
+def test_ctrl_c_keeps_finished_samples_and_writes_the_tables(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    proc = subprocess.Popen(XAIBENCH + [TINY, "dataset.n_samples=500", f"hydra.run.dir={out}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rows = out / "rows.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not rows.exists() or len(rows.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "resume=true" in stdout
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["status"] == "interrupted"
+    df = pd.read_csv(out / "results.csv")
+    assert 2 <= df["sample_id"].nunique() < 500
