@@ -4,8 +4,9 @@ Common ground (:class:`~xaibench.metrics.perturbation.PerturbationMetric`): the 
 is split into ``F`` features (``pixel`` | ``patch`` | ``tubelet``); "removing"
 a feature sets its positions (all colour channels) to the ``baseline``
 (``zero`` by default).  ``a_f`` is feature ``f``'s *summed* attribution over
-its positions (after ``|.|`` when ``abs``); ``y(x)`` is the target class's
-logit or softmax probability (``output``); ``y0 = y(x)`` comes from the
+its positions (after ``|.|`` when ``abs``); orderings use the *mean* over the
+positions (the same order when all features have the same size); ``y(x)`` is
+the target class's logit or softmax probability (``output``); ``y0 = y(x)`` comes from the
 unperturbed logits the harness already has (no extra forward pass).  All
 perturbed inputs of one sample go through the model ``batch_size`` at a time;
 all randomness (subsets, tie-breaking, ``uniform`` baselines) comes from
@@ -15,7 +16,8 @@ Differences from Quantus 0.6 (``quantus.FaithfulnessCorrelation``,
 ``MonotonicityCorrelation``, ``Monotonicity``), all of them deliberate and
 documented per class: Quantus treats every array element (channel
 included) as a feature and has no patch/tubelet grouping; its ``black``
-baseline is the sample's minimum (ours: ``zero`` is 0), its ``uniform``
+baseline is the sample's minimum (ours: ``zero`` is 0), its ``mean`` one
+scalar over all channels (ours: per channel), its ``uniform``
 baseline one random grey level per perturbation (ours: per-pixel U[0,1]
 noise), and it draws random numbers from the global numpy RNG.
 Its attribution normalisation (divide by max |a|) changes no correlation and
