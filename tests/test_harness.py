@@ -14,7 +14,9 @@ from xaibench.bench.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 XAIBENCH = [sys.executable, "-c", "from xaibench.bench.app import main; main()"]
+STAA = "experiment=staa_synthetic"
 TINY = "experiment.benchmarks=[{model: hf_timesformer_tiny, dataset: synthetic_video}]"
+MACHINE_DEPENDENT = ["explain_time_s", "explain_peak_mem_mb", "eval_time_s"]
 
 
 def run(*args, check=True):
@@ -57,25 +59,28 @@ def test_staa_experiment_one_row_per_sample_method_metric(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert set(df["method"]) == {"staa_raw", "staa"} and df["sample_id"].nunique() == 3
     expected = {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "ap", "iou", "temporal_ap",
-                "explain_time_s", "n_forward", "n_backward"}
+                "explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb", "eval_time_s", "eval_n_forward"}
     assert set(df["metric"]) == expected and len(df) == 3 * 2 * len(expected)
+    # the cost metric runs last and counts the other metrics' forward passes: 1 (faithfulness) + 9 (monotonicity)
+    assert (df[df.metric == "eval_n_forward"]["value"] == 10).all()
+    assert (df[df.metric == "eval_time_s"]["value"] > 0).all()
     assert (pd.read_csv(out / "summary.csv")["n"] == 3).all()
 
 
 def test_results_are_deterministic_and_resume_continues(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run(TINY, "dataset.n_samples=3", f"hydra.run.dir={a}")
+    run(STAA, TINY, "dataset.n_samples=3", f"hydra.run.dir={a}")
     # simulate an interruption after the first sample: keep only its rows, drop the tables
     lines = (a / "rows.jsonl").read_text().splitlines()
     b.mkdir()
     (b / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
-    p = run(TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", check=False)
+    p = run(STAA, TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", check=False)
     assert p.returncode == 2 and "resume=true" in p.stderr
-    run(TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", "resume=true")
+    run(STAA, TINY, "dataset.n_samples=3", f"hydra.run.dir={b}", "resume=true")
     ra, rb = (pd.read_csv(d / "results.csv") for d in (a, b))
     key = ["sample_id", "method", "metric"]
-    ra = ra[ra.metric != "explain_time_s"].sort_values(key).reset_index(drop=True)
-    rb = rb[rb.metric != "explain_time_s"].sort_values(key).reset_index(drop=True)
+    ra = ra[~ra.metric.isin(MACHINE_DEPENDENT)].sort_values(key).reset_index(drop=True)
+    rb = rb[~rb.metric.isin(MACHINE_DEPENDENT)].sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(ra, rb)
 
 
@@ -96,7 +101,7 @@ def test_sweep_over_lambda(tmp_path):
      ("dataset.n_samples=0", "allowed range")],
 )
 def test_user_mistakes_get_a_clear_message(tmp_path, override, needle):
-    p = run(TINY, override, f"hydra.run.dir={tmp_path}", check=False)
+    p = run(STAA, TINY, override, f"hydra.run.dir={tmp_path}", check=False)
     assert p.returncode == 2
     assert needle in p.stderr and "Traceback" not in p.stderr
 
@@ -137,7 +142,7 @@ def test_gate_cli_exit_codes(tmp_path):
 
 
 def test_save_figures_writes_one_png_per_sample_and_method(tmp_path):
-    run(TINY, "dataset.n_samples=2", "save_figures=1", f"hydra.run.dir={tmp_path}")
+    run(STAA, TINY, "dataset.n_samples=2", "save_figures=1", f"hydra.run.dir={tmp_path}")
     pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     assert pngs == [f"synthetic_video__hf_timesformer_tiny__{m}__test-00000.png" for m in ("staa", "staa_raw")]
     from PIL import Image
@@ -211,7 +216,7 @@ def test_ctrl_c_keeps_finished_samples_and_writes_the_tables(tmp_path):
 
     out = tmp_path / "run"
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    proc = subprocess.Popen(XAIBENCH + [TINY, "dataset.n_samples=500", f"hydra.run.dir={out}"], cwd=ROOT, env=env,
+    proc = subprocess.Popen(XAIBENCH + [STAA, TINY, "dataset.n_samples=500", f"hydra.run.dir={out}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows = out / "rows.jsonl"
     deadline = time.time() + 300

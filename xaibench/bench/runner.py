@@ -36,6 +36,7 @@ from .. import models as MO
 from ..datasets.base import SkipSample
 from ..errors import NotApplicable, UserError
 from ..metrics.base import EvalContext
+from ..metrics.cost import Cost, measure
 from .config import load_component
 from .provenance import provenance
 from .results import AGGREGATE, format_summary, write_tables
@@ -221,15 +222,15 @@ class Runner:
                     if self.cfg.get("warmup", True) and label not in warmed:
                         method(adapter, sample.x, target)  # not timed: first-call overheads
                         warmed.add(label)
-                    t0 = time.perf_counter()
-                    expl = method(adapter, sample.x, target)
-                    explain_s = time.perf_counter() - t0
+                    with measure() as cost:  # wall clock and peak additional resident memory
+                        expl = method(adapter, sample.x, target)
+                    explain = {"explain_s": cost.seconds, "explain_peak_mb": cost.peak_mb}
                 except NotApplicable as e:  # found out only once the method looked at the model
                     skip_pair(label, method, str(e))
                     runnable.remove((label, method))
                     continue
                 rows, hidden = self._evaluate(base, label, method, metrics, adapter, sample, expl, logits, target,
-                                              pred, explain_s)
+                                              pred, explain)
                 self.rows.extend(rows)
                 for hk, hv in hidden:
                     self.hidden.setdefault(hk, []).append(hv)
@@ -245,8 +246,13 @@ class Runner:
                 "dataset_params": dparams, "dataset_info": dataset.describe(),
                 "methods": {l: m.params() for l, m in methods}, "metrics": {l: m.params() for l, m in metrics}}
 
-    def _evaluate(self, base, mlabel, method, metrics, adapter, sample, expl, logits, target, pred, explain_s):
+    def _evaluate(self, base, mlabel, method, metrics, adapter, sample, expl, logits, target, pred, explain):
+        """Every metric on one explanation.  The cost metric runs last and sees the other metrics'
+        summed evaluation time (``timing['eval_s']``) and forward passes (``counters['forward']``)."""
         rows, hidden = [], []
+        timing = dict(explain, eval_s=0.0)
+        counters: Dict[str, int] = {}
+        metrics = sorted(metrics, key=lambda lm: isinstance(lm[1], Cost))
         common = dict(base, method=mlabel, params=json.dumps(method.params(), sort_keys=True),
                       sample_id=sample.sample_id, label=sample.label, target=target,
                       correct=None if sample.label is None else bool(pred == sample.label))
@@ -257,10 +263,11 @@ class Runner:
             rng = np.random.default_rng([self.seed, _h(sample.sample_id), _h(mlabel), _h(label)])
             ctx = EvalContext(adapter=adapter, x=sample.x, target=target, explanation=expl, logits=logits, rng=rng,
                               batch_size=int(self.cfg.batch_size), label=sample.label, mask=sample.mask,
-                              frames=sample.frames, timing={"explain_s": explain_s})
+                              frames=sample.frames, timing=timing, counters=counters)
             t0 = time.perf_counter()
             values = metric.compute(ctx)
-            ctx.timing["eval_s"] = time.perf_counter() - t0
+            if not isinstance(metric, Cost):
+                timing["eval_s"] += time.perf_counter() - t0
             mp = json.dumps(metric.params(), sort_keys=True, default=str)
             for name, value in values.items():
                 if name.startswith("_"):
