@@ -42,6 +42,7 @@ def test_default_experiment_writes_the_documented_files(tmp_path):
                 "deletion_auc", "insertion_auc", "ap", "iou", "temporal_ap", "explain_time_s", "n_forward",
                 "n_backward", "pixel_accuracy", "miou", "map"}
     assert expected <= set(df["metric"])
+    assert "temporal_ap" not in set(df[df.model == "vit_synth"]["metric"])  # images have no time axis
     per_sample = df[df.sample_id != "__aggregate__"]
     assert not per_sample.duplicated(["sample_id", "model", "method", "metric"]).any()
     s = pd.read_csv(out / "summary.csv")

@@ -7,8 +7,9 @@
   its mean (foreground = value > mean, the Chefer et al. segmentation protocol,
   protocols.md section 3); intersection over union with the mask.
 * ``temporal_ap`` (higher is better): average precision of the frame scores
-  (T,) against the evidence frames; only for clips that have both evidence and
-  non-evidence frames (NaN otherwise, e.g. images).
+  (T,) against the evidence frames; reported only when the sample has
+  ground-truth frames and T > 1 (not for images), NaN for a clip whose frames
+  are all evidence or none.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ class Localisation(Metric):
     def compute(self, ctx):
         vol = ctx.explanation.volume.detach().cpu().numpy()
         mask = ctx.mask.cpu().numpy().astype(bool)
-        out = {"ap": float("nan"), "iou": iou(binarise(vol), mask), "temporal_ap": float("nan")}
+        out = {"ap": float("nan"), "iou": iou(binarise(vol), mask)}
         if mask.any() and not mask.all():
             out["ap"] = float(average_precision_score(mask.reshape(-1), vol.reshape(-1)))
-        if ctx.frames is not None:
+        if ctx.frames is not None and len(ctx.frames) > 1:
             fr = ctx.frames.cpu().numpy().astype(bool)
+            out["temporal_ap"] = float("nan")
             if fr.any() and not fr.all():
                 out["temporal_ap"] = float(average_precision_score(fr, ctx.explanation.frame_scores.cpu().numpy()))
         return out

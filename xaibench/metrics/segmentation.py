@@ -19,11 +19,11 @@ reference code (protocols.md section 3), applied to the attribution volume
      two-channel soft prediction ``[1 - N, N]`` against the one-hot mask
      ``[M = 0, M = 1]``, both flattened together (``get_ap_scores`` in Chefer et
      al.'s code; NaN -> 0 as there);
-   * ``map_fg`` = mean over samples of the average precision of ``N`` against
-     ``M`` alone (the foreground channel only; NaN for a sample whose mask is
-     all foreground or all background).
+   The foreground-only average precision of the soft map against the mask (the
+   simpler reading of the protocol in protocols.md) is the ``ap`` output of the
+   ``localisation`` metric; it is not repeated here.
 
-All four are higher-is-better.  ``pixel_accuracy`` and ``miou`` are
+All three are higher-is-better.  ``pixel_accuracy`` and ``miou`` are
 *dataset-level*: the sums run over every sample (the per-sample values
 reported are the same formulas on one sample).  ``compute`` therefore also
 returns the hidden counts ``_correct``, ``_labelled``, ``_inter_bg``,
@@ -84,7 +84,7 @@ class Segmentation(Metric):
     """Chefer et al. (CVPR 2021) segmentation protocol: pixel accuracy, mIoU, mAP (module docstring)."""
 
     name = "segmentation"
-    outputs = {"pixel_accuracy": True, "miou": True, "map": True, "map_fg": True}
+    outputs = {"pixel_accuracy": True, "miou": True, "map": True}
     requires = ("mask",)
 
     def compute(self, ctx):
@@ -99,15 +99,14 @@ class Segmentation(Metric):
         s2 = np.concatenate([1.0 - norm.reshape(-1), norm.reshape(-1)])
         out = {**c, **self.reduce([c])}
         out["map"] = float(np.nan_to_num(_ap(y2, s2)))
-        out["map_fg"] = _ap(mask.reshape(-1), norm.reshape(-1))
         return out
 
     @classmethod
     def reduce(cls, rows) -> dict:
         """Dataset-level ``pixel_accuracy`` and ``miou`` from the hidden per-sample counts (summed).
 
-        ``map`` / ``map_fg`` are plain means of the per-sample values, which the
-        harness's usual aggregation already gives; they are not returned here.
+        ``map`` is a plain mean of the per-sample values, which the
+        harness's usual aggregation already gives; it is not returned here.
         """
         rows = list(rows)
         if not rows:
