@@ -25,7 +25,7 @@ test: setup
 gate: setup
 	rm -rf outputs/ci_gate
 	$(BIN)/xaibench hydra.run.dir=outputs/ci_gate $(GATE_ARGS)
-	$(BIN)/xaibench-gate outputs/ci_gate/summary.csv results/reference/gate_default.csv
+	$(BIN)/xaibench-gate outputs/ci_gate/summary.csv results/main_job/summary.csv
 
 bench: setup
 	$(BIN)/python bench/bench_methods.py
