@@ -19,11 +19,12 @@ from sklearn.metrics import average_precision_score
 
 from . import METRICS
 from .base import Metric
+from .segmentation import normalise
 
 
 def binarise(volume: np.ndarray) -> np.ndarray:
-    v = volume.astype(np.float64)
-    v = (v - v.min()) / max(v.max() - v.min(), 1e-12)
+    """Foreground = min-max normalised value above its mean (the segmentation protocol's threshold)."""
+    v = normalise(volume)
     return v > v.mean()
 
 
