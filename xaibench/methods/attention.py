@@ -35,7 +35,8 @@ class Attention(Method):
         self.upsample = upsample
 
     def explain(self, adapter, x, target):
-        trace = adapter.trace(x[None], target=target, attentions=True)
+        # only the last attention record is read (for TimeSformer the last layer's spatial attention)
+        trace = adapter.trace(x[None], target=target, attentions=True, layers=[-1])
         if adapter.arch == "timesformer":
             rec = trace.of_kind("spatial")[-1]
             m = rec.probs[0].mean(1)[:, 0, 1:]  # (T, P)
