@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-import torch
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -125,8 +125,8 @@ class Runner:
                 prov["components"].append(self._run_benchmark(bench))
         except KeyboardInterrupt:
             status = "interrupted"
-            print(f"\ninterrupted: {len(self.done)} samples are saved in {self.rows_path}; continue with "
-                  f"resume=true hydra.run.dir={self.out}")
+            print(f"\ninterrupted: {len(self.done)} finished (sample, method) results are saved in {self.rows_path}; "
+                  f"continue with resume=true hydra.run.dir={self.out}")
         self._reduce()
         summary = write_tables(self.rows, self.out)
         prov.update(status=status, wall_time_s=round(time.time() - t_start, 2),
@@ -142,16 +142,14 @@ class Runner:
         return summary, status
 
     def _compare_reference(self, summary):
-        try:
-            from .reference import compare
-        except ImportError:
-            return
+        from .reference import compare
+
         ref = Path(self.exp.reference)
         if not ref.is_absolute():
             ref = Path(__file__).resolve().parents[2] / ref
         table = compare(summary, ref)
         table.to_csv(self.out / "reference_comparison.csv", index=False)
-        with __import__("pandas").option_context("display.width", 250, "display.max_columns", 20):
+        with pd.option_context("display.width", 250, "display.max_columns", 20):
             print("\n== against the published numbers ==")
             print(table.to_string(index=False))
 
