@@ -65,7 +65,7 @@ from typing import List, Sequence
 
 import torch
 
-from ..errors import NotApplicable, UserError
+from ..errors import NotApplicable, UserError, check_range
 from ..models.tokens import merge_matrix
 
 
@@ -236,3 +236,31 @@ def propagate(adapter, recs: Sequence, blocks: Sequence[torch.Tensor], *, residu
         return v.view(1, h, w)
     h, w = adapter.grid
     return v[-h * w:].view(1, h, w)
+
+
+class PropagationMethod:
+    """Mixin for the layer-propagation methods (rollout, chefer, stdnorm): the
+    ``layers`` (how many last layers; ``None`` = all) and ``upsample`` parameters
+    and the common explain skeleton ``trace -> per-layer blocks -> propagate``."""
+
+    default_layers = None
+
+    def __init__(self, layers="default", upsample: str = "bilinear"):
+        layers = self.default_layers if layers == "default" else layers
+        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
+        self.upsample = upsample
+
+    def params(self):
+        return {"layers": self.layers}
+
+    def _explain(self, adapter, x, target, block, *, grads, residual, readout_no_cls, cls_self, cls_rows,
+                 ln_stats=False):
+        from .base import from_token_map
+
+        trace = adapter.trace(x[None], target=target, attentions=True, grads=grads, ln_stats=ln_stats)
+        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
+        blocks = [block(r) for r in recs]
+        readout = "cls" if uses_cls(adapter, recs) else readout_no_cls
+        m = propagate(adapter, recs, blocks, residual=residual, readout=readout, cls_self=cls_self,
+                      cls_rows=cls_rows)
+        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=int(grads))

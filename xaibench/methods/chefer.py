@@ -35,29 +35,17 @@ and one backward pass (``n_forward = 1``, ``n_backward = 1``).
 
 from __future__ import annotations
 
-from ..errors import check_range
 from . import METHODS
-from ._relevance import attention_records, chefer_block, last_layers, propagate, uses_cls
-from .base import Method, from_token_map
+from ._relevance import PropagationMethod, chefer_block
+from .base import Method
 
 
-class Chefer(Method):
+class Chefer(PropagationMethod, Method):
     name = "chefer"
 
-    def __init__(self, layers=None, upsample: str = "bilinear"):
-        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
-        self.upsample = upsample
-
-    def params(self):
-        return {"layers": self.layers}
-
     def explain(self, adapter, x, target):
-        trace = adapter.trace(x[None], target=target, attentions=True, grads=True)
-        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
-        blocks = [chefer_block(r) for r in recs]
-        readout = "cls" if uses_cls(adapter, recs) else "sum"
-        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0, cls_rows="sum")
-        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
+        return self._explain(adapter, x, target, chefer_block, grads=True, residual=True, readout_no_cls="sum",
+                             cls_self=0.0, cls_rows="sum")
 
 
 @METHODS.register("chefer")

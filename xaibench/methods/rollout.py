@@ -42,29 +42,16 @@ vector-matrix products from the readout row (no dense N x N product);
 from __future__ import annotations
 
 from . import METHODS
-from ._relevance import attention_records, last_layers, propagate, rollout_block, uses_cls
-from .base import Method, from_token_map
+from ._relevance import PropagationMethod, rollout_block
+from .base import Method
 
 
-class Rollout(Method):
+class Rollout(PropagationMethod, Method):
     name = "rollout"
 
-    def __init__(self, layers=None, upsample: str = "bilinear"):
-        from ..errors import check_range
-
-        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
-        self.upsample = upsample
-
-    def params(self):
-        return {"layers": self.layers}
-
     def explain(self, adapter, x, target):
-        trace = adapter.trace(x[None], target=target, attentions=True)
-        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
-        blocks = [rollout_block(r) for r in recs]
-        readout = "cls" if uses_cls(adapter, recs) else "mean"
-        m = propagate(adapter, recs, blocks, residual=False, readout=readout, cls_self=1.0, cls_rows="mean")
-        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1)
+        return self._explain(adapter, x, target, rollout_block, grads=False, residual=False, readout_no_cls="mean",
+                             cls_self=1.0, cls_rows="mean")
 
 
 @METHODS.register("rollout")

@@ -45,11 +45,10 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NotApplicable, check_range
+from ..errors import NotApplicable
 from . import METHODS
-from ._relevance import (attention_records, chefer_block, embedded_sum, last_layers, propagate, scale_columns,
-                         uses_cls)
-from .base import Method, from_token_map
+from ._relevance import PropagationMethod, chefer_block, embedded_sum, scale_columns
+from .base import Method
 
 
 def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
@@ -63,24 +62,21 @@ def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
     return w / total if total > 0 else torch.zeros_like(w)
 
 
-class StdNorm(Method):
+class StdNorm(PropagationMethod, Method):
     name = "stdnorm"
+    default_layers = 2
 
-    def __init__(self, layers=2, use_std: bool = True, upsample: str = "bilinear"):
-        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
+    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear"):
+        super().__init__(layers, upsample)
         self.use_std = bool(use_std)
-        self.upsample = upsample
 
     def params(self):
         return {"layers": self.layers, "use_std": self.use_std}
 
     def explain(self, adapter, x, target):
-        trace = adapter.trace(x[None], target=target, attentions=True, grads=True, ln_stats=self.use_std)
-        recs = last_layers(adapter, attention_records(adapter, trace), self.layers)
-        blocks = [stdnorm_block(r, self.use_std) for r in recs]
-        readout = "cls" if uses_cls(adapter, recs) else "sum"
-        m = propagate(adapter, recs, blocks, residual=True, readout=readout, cls_self=0.0, cls_rows="sum")
-        return from_token_map(m, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
+        return self._explain(adapter, x, target, lambda r: stdnorm_block(r, self.use_std), grads=True,
+                             residual=True, readout_no_cls="sum", cls_self=0.0, cls_rows="sum",
+                             ln_stats=self.use_std)
 
 
 @METHODS.register("stdnorm")
