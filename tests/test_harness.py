@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xaibench.bench import gate
 from xaibench.bench.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,38 +109,6 @@ def test_user_mistakes_get_a_clear_message(tmp_path, override, needle):
 def test_unknown_experiment_lists_options(tmp_path):
     p = run("experiment=nosuch", f"hydra.run.dir={tmp_path}", check=False)
     assert p.returncode != 0 and "default" in p.stderr
-
-
-def _summary(**means):
-    rows = [dict(experiment="e", dataset="d", model="m", method="x", params="{}", metric=k, mean=v, std=0.0, n=3,
-                 higher_is_better=k != "deletion_auc") for k, v in means.items()]
-    return pd.DataFrame(rows)
-
-
-def test_gate_flags_regressions_and_missing_rows_only():
-    base = _summary(ap=0.8, deletion_auc=0.3, explain_time_s=0.01, explain_peak_mem_mb=10.0, eval_time_s=0.1)
-    # machine-dependent numbers (time, memory) never fail the gate
-    same = gate.compare(_summary(ap=0.79, deletion_auc=0.31, explain_time_s=5.0, explain_peak_mem_mb=500.0,
-                                 eval_time_s=9.0), base)
-    assert set(same["status"]) == {"ok"}
-    worse = gate.compare(_summary(ap=0.6, deletion_auc=0.3), base)
-    assert worse.set_index("metric").loc["ap", "status"] == "regressed"
-    better = gate.compare(_summary(ap=0.95, deletion_auc=0.1), base)
-    assert set(better["status"]) == {"improved"}
-    lower_worse = gate.compare(_summary(ap=0.8, deletion_auc=0.5), base)
-    assert lower_worse.set_index("metric").loc["deletion_auc", "status"] == "regressed"
-    missing = gate.compare(_summary(ap=0.8), base)
-    assert missing.set_index("metric").loc["deletion_auc", "status"] == "missing"
-
-
-def test_gate_cli_exit_codes(tmp_path):
-    base, cur = tmp_path / "base.csv", tmp_path / "cur.csv"
-    _summary(ap=0.8).to_csv(base, index=False)
-    _summary(ap=0.5).to_csv(cur, index=False)
-    assert gate.main([str(cur), str(base)]) == 1
-    _summary(ap=0.81).to_csv(cur, index=False)
-    assert gate.main([str(cur), str(base)]) == 0
-    assert gate.main([str(tmp_path / "nope.csv"), str(base)]) == 2
 
 
 def test_save_figures_writes_one_png_per_sample_and_method(tmp_path):

@@ -1,14 +1,21 @@
 """A tiny name -> factory registry (in the spirit of timm's model registry).
 
 Each component family (methods, metrics, datasets, models) owns one
-:class:`Registry`.  Factories register with a decorator and are created by name;
-an unknown name raises :class:`~xaibench.errors.UserError` listing the valid ones.
+:class:`Registry`.  Factories (classes or functions) register with a decorator
+and are created by name; an unknown name raises
+:class:`~xaibench.errors.UserError` listing the valid ones.
+
+Configs keep user-facing parameter names.  Where a Python keyword differs
+(``lambda`` is reserved in Python), the factory declares it once in its
+``aliases`` mapping (config name -> keyword), and :meth:`Registry.create`
+translates; :meth:`Registry.parameters` lists the config names a factory accepts.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, List
+import inspect
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import UserError
 
@@ -38,8 +45,26 @@ class Registry:
                 f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.available())}"
             ) from None
 
+    def parameters(self, name: str) -> Optional[List[str]]:
+        """Config parameter names the factory accepts (``None``: any, it takes ``**kwargs``)."""
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        sig = inspect.signature(target)
+        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            extra = getattr(factory, "extra_parameters", None)
+            if extra is None:
+                return None
+        else:
+            extra = ()
+        back = {v: k for k, v in getattr(factory, "aliases", {}).items()}
+        names = [back.get(p, p) for p, v in sig.parameters.items()
+                 if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+        return sorted(set(names) | set(extra))
+
     def create(self, name: str, **kwargs):
         factory = self.get(name)
+        aliases = getattr(factory, "aliases", {})
+        kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
         try:
             return factory(**kwargs)
         except TypeError as e:  # wrong parameter names are a user mistake

@@ -1,47 +1,294 @@
-"""Locating and loading the component configs under ``conf/``.
+"""From the composed Hydra config to a plan: which models, datasets, methods and metrics, with which parameters.
 
-``conf/<group>/<name>.yaml`` (group = model, dataset, method, metric) is a flat
-mapping: ``name`` (the registry name) plus the component's parameters.  The
-configuration folder is ``$XAIBENCH_CONF`` if set, else the repository's
-``conf/``.
+One configuration mechanism, Hydra:
+
+* the config groups ``model/``, ``dataset/``, ``method/``, ``metric/`` and
+  ``experiment/`` live in the package (``xaibench.conf``, the repository's
+  top-level ``conf/`` folder) and are found through Hydra's search path
+  (``pkg://xaibench.conf``), together with any ``--config-dir`` /
+  ``hydra.searchpath`` a user adds;
+* ``model=M dataset=D method=X metric=Y`` select one component of a group (and
+  ``-m method=a,b`` sweeps them); a selection replaces the experiment's list
+  for that group;
+* an experiment (``experiment=NAME``) lists benchmarks, methods and metrics by
+  config name; those names are loaded through the same search path with
+  Hydra's compose API (:func:`load`), never read from files by hand;
+* the top-level ``model`` / ``dataset`` / ``method`` / ``metric`` nodes, when
+  no component of that group is selected, hold *global overrides*: each key is
+  applied to every component of the experiment that accepts it
+  (``method.lambda=0.5``).  A key that no component accepts is an error that
+  names the near keys.
+
+A list value of a method parameter (``method.lambda=[0,0.5,1]``) expands into
+one method arm per value, labelled by the value; arms that differ only in
+parameters that do not change the forward pass share one trace.
+
+Components are then created through their registry (:mod:`xaibench.registry`),
+which declares the one translation of config names to Python names
+(``lambda`` -> ``lam``).
 """
 
 from __future__ import annotations
 
-import os
+import difflib
+import itertools
+import json
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..errors import UserError
 
-CONF_DIR = Path(os.environ.get("XAIBENCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
-GROUPS = ("model", "dataset", "method", "metric", "experiment")
+GROUPS = ("model", "dataset", "method", "metric")
+CONFIG_MODULE = "xaibench.conf"
+#: where the configs are in a checkout (the package ``xaibench.conf`` maps to it)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+#: keys of a component config that are not parameters of the component
+NOT_PARAMS = ("name", "train", "label", "config")
+#: config keys that seed a component with the run's ``seed`` unless set explicitly
+SEED_KEY = "seed"
 
 
-def available(group: str):
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def conf_dir() -> Path:
+    """The folder of the packaged configs (works for a checkout, an editable and a wheel install)."""
+    from importlib.resources import files
 
-
-def load_component(group: str, name: str) -> DictConfig:
-    if group not in GROUPS:
-        raise ValueError(group)
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.exists():
-        raise UserError(f"unknown {group} config {name!r} (no {path}); valid {group} configs: "
-                        f"{', '.join(available(group))}")
-    cfg = OmegaConf.load(path)
-    cfg.pop("defaults", None)
-    return cfg
+    return Path(str(files(CONFIG_MODULE)))
 
 
 @contextmanager
+def hydra_context():
+    """Hydra's global state: the running app's (search path with the user's config dirs), or, outside an app
+    (library use, tests), the packaged configs."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        yield
+
+
+def options(group: str) -> List[str]:
+    """The config names available in a group (over the whole search path)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    with hydra_context():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def load(group: str, name: str) -> dict:
+    """The config ``<group>/<name>.yaml`` composed by Hydra from the search path, as a plain dict."""
+    from hydra import compose
+    from hydra.errors import MissingConfigException
+
+    with hydra_context():
+        try:
+            cfg = compose(config_name=f"{group}/{name}")
+        except MissingConfigException:
+            valid = options(group)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown {group} config {name!r}.{hint} Valid {group} configs: {', '.join(valid)} "
+                            f"(add your own with --config-dir DIR holding {group}/NAME.yaml)") from None
+    node = cfg.get(group, cfg)
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+
+
+def registry(group: str):
+    from .. import datasets, methods, metrics, models
+
+    return {"model": models.MODELS, "dataset": datasets.DATASETS, "method": methods.METHODS,
+            "metric": metrics.METRICS}[group]
+
+
+@dataclass
+class Component:
+    """One configured component: its label (config name, or ``label``), registry name and parameters."""
+
+    group: str
+    label: str
+    name: str
+    params: dict = field(default_factory=dict)
+
+    def accepted(self) -> Optional[List[str]]:
+        return registry(self.group).parameters(self.name)
+
+    def create(self):
+        return registry(self.group).create(self.name, **self.params)
+
+
+def _plain(v):
+    return OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+
+
+def component(group: str, entry) -> Component:
+    """A component from an experiment entry: a config name, or a mapping ``{config: NAME, label: ..., **params}``."""
+    entry = _plain(entry)
+    if isinstance(entry, dict):
+        entry = dict(entry)
+        cfg_name = entry.pop("config", None) or entry.get("name")
+        if cfg_name is None:
+            raise UserError(f"a {group} entry needs `config` (a {group} config name): {entry}")
+        label = entry.pop("label", cfg_name)
+        params = load(group, str(cfg_name))
+        params.update(entry)
+    else:
+        label = str(entry)
+        params = load(group, label)
+    return from_params(group, label, params)
+
+
+def from_params(group: str, label: str, params: dict) -> Component:
+    params = {k: v for k, v in dict(params).items() if k not in ("train", "label", "config")}
+    name = params.pop("name", None)
+    if name is None:
+        raise UserError(f"{group} config {label!r} has no `name` (the registry name of the component)")
+    return Component(group, label, str(name), params)
+
+
+def check_keys(group: str, keys, comps: List[Component], *, selected: bool):
+    """Refuse override keys that no component of ``comps`` accepts, naming the near keys."""
+    accepted, anything = set(), False
+    for c in comps:
+        acc = c.accepted()
+        if acc is None:
+            anything = True
+        else:
+            accepted |= set(acc)
+    for k in keys:
+        if anything or k in accepted:
+            continue
+        close = difflib.get_close_matches(k, sorted(accepted), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        who = ", ".join(sorted({c.label for c in comps}))
+        if not accepted:
+            raise UserError(f"{group}.{k}: {who} take(s) no parameters.{hint}")
+        raise UserError(f"{group}.{k} matches no parameter of the experiment's {group}s ({who}).{hint} "
+                        f"Valid {group} parameters: {', '.join(sorted(accepted))}")
+
+
+def apply_overrides(group: str, comps: List[Component], overrides: dict) -> List[Component]:
+    """Global overrides: every non-null key goes to each component that accepts it."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    check_keys(group, overrides, comps, selected=False)
+    out = []
+    for c in comps:
+        acc = c.accepted()
+        p = dict(c.params)
+        for k, v in overrides.items():
+            if acc is None or k in acc:
+                if group == "model" and acc == []:
+                    continue
+                p[k] = v
+        out.append(Component(c.group, c.label, c.name, p))
+    return out
+
+
+def expand_lists(comp: Component, list_keys=None) -> List[Component]:
+    """A method whose parameters hold lists (``lambda: [0, 0.5]``) -> one arm per combination, labelled
+    ``label[key=value,...]``; parameters that take lists by nature (``ratios``, ``depths``) are kept."""
+    acc_lists = set(getattr(registry(comp.group).get(comp.name), "list_parameters", ()))
+    keys = [k for k, v in comp.params.items() if isinstance(v, list) and k not in acc_lists]
+    if not keys:
+        return [comp]
+    arms = []
+    for values in itertools.product(*(comp.params[k] for k in keys)):
+        p = dict(comp.params)
+        p.update(zip(keys, values))
+        tag = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values))
+        arms.append(Component(comp.group, f"{comp.label}[{tag}]", comp.name, p))
+    return arms
+
+
+def _fmt(v) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+@dataclass
+class Plan:
+    benchmarks: List[Tuple[Component, Component]]  # (model, dataset), dataset possibly "auto" (fit to model)
+    methods: List[Component]
+    metrics: List[Component]
+    selected: Dict[str, Optional[str]]
+
+
+def plan(cfg: DictConfig, choices: Dict[str, Optional[str]]) -> Plan:
+    """Resolve the composed config into components (module docstring).  ``choices``: the group options the
+    user selected (``hydra.runtime.choices``; None where none)."""
+    exp = cfg.experiment
+    sel = {g: choices.get(g) for g in GROUPS}
+
+    def selected_component(group):
+        node = _plain(cfg.get(group)) or {}
+        return from_params(group, sel[group], node)
+
+    def listed(group, entries):
+        if sel[group]:
+            comp = selected_component(group)
+            check_keys(group, comp.params, [Component(group, comp.label, comp.name, {})], selected=True)
+            return [comp]
+        comps = [component(group, e) for e in (entries or [])]
+        return apply_overrides(group, comps, _plain(cfg.get(group)) or {})
+
+    methods = [arm for c in listed("method", exp.get("methods")) for arm in expand_lists(c)]
+    metrics = listed("metric", exp.get("metrics"))
+    bench = [_plain(b) for b in (exp.get("benchmarks") or [])]
+    if sel["model"]:
+        models = [selected_component("model")]
+        check_keys("model", models[0].params, [Component("model", models[0].label, models[0].name, {})],
+                   selected=True)
+    else:
+        seen = {}
+        for b in bench:
+            c = component("model", b["model"])
+            seen.setdefault(json.dumps([c.label, c.params], sort_keys=True, default=str), c)
+        models = apply_overrides("model", list(seen.values()), _plain(cfg.get("model")) or {})
+    if sel["dataset"]:
+        datasets = [selected_component("dataset")]
+        check_keys("dataset", datasets[0].params, [Component("dataset", datasets[0].label, datasets[0].name, {})],
+                   selected=True)
+    else:
+        seen = {}
+        for b in bench:
+            c = component("dataset", b["dataset"])
+            seen.setdefault(json.dumps([c.label, c.params], sort_keys=True, default=str), c)
+        datasets = apply_overrides("dataset", list(seen.values()), _plain(cfg.get("dataset")) or {})
+    if not sel["model"] and not sel["dataset"]:
+        pairs = []
+        for b in bench:  # keep the experiment's own pairing, with the overrides applied
+            m, d = component("model", b["model"]), component("dataset", b["dataset"])
+            m = next(x for x in models if x.label == m.label)
+            d = next(x for x in datasets if x.label == d.label)
+            pairs.append((m, d))
+    else:  # a selection: every model with every dataset that fits it (checked when the model is built)
+        pairs = [(m, d) for m in models for d in datasets]
+    for group, items in (("method", methods), ("metric", metrics)):
+        if not items:
+            raise UserError(f"the experiment has no {group}s: list some in experiment.{group}s, or select one "
+                            f"with {group}=NAME (valid: {', '.join(options(group))})")
+    if not pairs:
+        raise UserError("the experiment has no benchmarks: list {model: ..., dataset: ...} pairs in "
+                        "experiment.benchmarks, or select model=NAME dataset=NAME")
+    return Plan(pairs, methods, metrics, sel)
+
+
 def user_errors():
     """Print a UserError's message (no traceback) and exit with status 2."""
-    try:
-        yield
-    except UserError as e:
-        print(f"xaibench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return _UserErrors()
+
+
+class _UserErrors:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, e, tb):
+        if typ is not None and issubclass(typ, UserError):
+            print(f"xaibench: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return False

@@ -1,6 +1,6 @@
 """Our results next to the published ones.
 
-A reference table (``results/reference/<experiment>.csv``) has one published
+A reference table (``conf/reference/<experiment>.csv``, shipped with the configs) has one published
 number per row: ``model, dataset, method, metric, value, source, note``, with
 ``model`` / ``method`` the *labels* our experiment uses (model and method
 config names, e.g. ``pretrained_vit_b16``, ``stdnorm``) and ``metric`` the name
@@ -26,6 +26,17 @@ import pandas as pd
 from ..errors import UserError
 
 REF_COLUMNS = ("model", "dataset", "method", "metric", "value", "source", "note")
+
+
+def reference_path(ref: Union[str, Path]) -> Path:
+    """An experiment's ``reference``: a name (``stdnorm_paper``: the packaged
+    ``xaibench.conf/reference/<name>.csv``, the repository's ``conf/reference/``) or a CSV path."""
+    p = Path(str(ref))
+    if p.suffix != ".csv" and len(p.parts) == 1:
+        from .config import conf_dir
+
+        return conf_dir() / "reference" / f"{p.name}.csv"
+    return p
 
 
 def read_reference(path: Union[str, Path]) -> pd.DataFrame:

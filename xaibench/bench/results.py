@@ -6,24 +6,46 @@ dataset-level metrics carry ``sample_id = "__aggregate__"``; a (model, method)
 pair that could not run carries ``metric = "skipped"`` and the reason in
 ``note``.
 
-``summary.csv``: one row per experiment x dataset x model x method x params x
-metric with ``mean, std, n, higher_is_better`` (NaN values are left out of the
-mean and of ``n``).
+Tables derived from them by :func:`write_tables` (statistics in
+:mod:`xaibench.bench.stats`), each written atomically (:mod:`xaibench.bench.io`):
+
+* ``summary.csv`` (:func:`summarise`): one row per experiment x dataset x model x
+  method x params x metric with ``mean, std, n, higher_is_better, n_undefined,
+  ci_low, ci_high, kind, valid, best``;
+* ``validity.csv``: per benchmark x metric, the sanity checks against the control
+  methods and a ``valid`` / ``invalid`` / ``untestable`` verdict;
+* ``comparisons.csv``: paired tests between every two methods, Holm-corrected;
+* ``ranking.csv``: mean rank of every method and the Friedman test.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Iterable, List
+from typing import Dict, Iterable, List
 
 import numpy as np
 import pandas as pd
+
+from .io import atomic_to_csv, atomic_to_parquet
 
 COLUMNS = ["experiment", "dataset", "model", "method", "params", "sample_id", "metric", "value",
            "higher_is_better", "metric_params", "label", "target", "correct", "seed", "note"]
 KEYS = ["experiment", "dataset", "model", "method", "params", "metric"]
 AGGREGATE = "__aggregate__"
+SUMMARY_COLUMNS = KEYS + ["mean", "std", "n", "higher_is_better", "n_undefined", "ci_low", "ci_high", "kind",
+                          "valid", "best"]
+TABLES = ("summary", "validity", "comparisons", "ranking")
+
+
+def _params_text(p) -> str:
+    """``params`` as text: JSON strings as they are, None/NaN as '', anything else as sorted JSON."""
+    if isinstance(p, str):
+        return p
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return json.dumps(p, sort_keys=True, default=str)
 
 
 def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -31,43 +53,100 @@ def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     for c in COLUMNS:
         if c not in df:
             df[c] = None
-    df = df[COLUMNS]
+    df = df[COLUMNS].copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    df["params"] = df["params"].map(_params_text).astype(object)
     return df
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Per key: mean, std and n of the per-sample values; where a dataset-level
-    aggregate row exists (``sample_id == __aggregate__``) its value is the mean,
-    std is NaN and n is the number of samples it was computed over."""
-    d = df[df["metric"] != "skipped"]
-    if d.empty:
-        return pd.DataFrame(columns=KEYS + ["mean", "std", "n", "higher_is_better"])
-    is_agg = d["sample_id"] == AGGREGATE
-    per = d[~is_agg]
+def _n_from_note(note) -> float:
+    s = str(note)
+    return int(s[2:]) if s.startswith("n=") and s[2:].isdigit() else np.nan
+
+
+def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
+    """Mean, std, n, n_undefined and bootstrap interval per key; an aggregate row replaces its key's values."""
+    from .stats import bootstrap_ci
+
+    d = df[df["metric"] != "skipped"].copy()
+    d["params"] = d["params"].map(_params_text)
+    per, agg = d[d["sample_id"] != AGGREGATE], d[d["sample_id"] == AGGREGATE]
     g = per.groupby(KEYS, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["higher_is_better"] = g["higher_is_better"].first().values
-    agg = d[is_agg]
+    out["n_undefined"] = g.size().values - out["n"].values
+    out["n"] = out["n"].astype(float)  # an aggregate without its count gives NaN
+    ci = [bootstrap_ci(v.to_numpy(), level=level, seed=seed) for _, v in g["value"]]
+    out["ci_low"] = [lo for lo, _ in ci]
+    out["ci_high"] = [hi for _, hi in ci]
     if len(agg):
-        a = agg[KEYS + ["value", "higher_is_better", "note"]].copy()
-        a["n"] = [int(str(n)[2:]) if str(n).startswith("n=") else np.nan for n in a["note"]]
-        a = a.rename(columns={"value": "mean"}).drop(columns="note")
-        a["std"] = np.nan
-        keys = set(map(tuple, a[KEYS].astype(str).values))
-        out = out[[tuple(r) not in keys for r in out[KEYS].astype(str).values]]
-        out = pd.concat([out, a[out.columns]], ignore_index=True)
+        a = agg.drop_duplicates(KEYS, keep="last")
+        a = pd.DataFrame(dict({k: a[k].values for k in KEYS}, mean=a["value"].values, std=np.nan,
+                              n=[_n_from_note(x) for x in a["note"]], higher_is_better=a["higher_is_better"].values,
+                              n_undefined=0, ci_low=np.nan, ci_high=np.nan))
+        pos = {k: i for i, k in enumerate(_key(out))}
+        at = [pos.get(k, -1) for k in _key(a)]
+        replace = [i for i in at if i >= 0]
+        cols = ["mean", "std", "n", "ci_low", "ci_high"]
+        out.loc[replace, cols] = a.loc[[i >= 0 for i in at], cols].values
+        out = pd.concat([out, a[[i < 0 for i in at]]], ignore_index=True)
+    out["n"] = out["n"].astype("Int64")
+    out["n_undefined"] = out["n_undefined"].astype(int)
     return out
 
 
-def write_tables(rows: List[dict], out_dir: Path) -> pd.DataFrame:
+def _key(f: pd.DataFrame) -> List[str]:
+    return ["\x1f".join(map(str, t)) for t in zip(*(f[k] for k in KEYS))]
+
+
+def tables(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float = 0.05) -> Dict[str, pd.DataFrame]:
+    """All derived tables of a per-sample frame: ``{"summary", "validity", "comparisons", "ranking"}``."""
+    from . import stats
+
+    validity = stats.validity(df, alpha=alpha)
+    comparisons = stats.comparisons(df, alpha=alpha)
+    ranking = stats.ranking(df)
+    s = _summary_stats(df, seed, level)
+    s["kind"] = ["control" if stats.is_control(m) else "method" for m in s["method"]]
+    verdict = {tuple(map(str, r[:4])): r[4] for r in validity[stats.FAMILY + ["verdict"]].itertuples(index=False)}
+    s["valid"] = pd.array([{"valid": True, "invalid": False}.get(verdict.get(tuple(map(str, r))), None)
+                           for r in s[stats.FAMILY].itertuples(index=False)], dtype="boolean")
+    s["best"] = stats.mark_best(s, comparisons, alpha=alpha)
+    return dict(summary=s[SUMMARY_COLUMNS], validity=validity, comparisons=comparisons, ranking=ranking)
+
+
+def summarise(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per key (:data:`KEYS`), columns :data:`SUMMARY_COLUMNS`.
+
+    * ``mean, std, n``: of the per-sample values, NaN values left out; where a
+      dataset-level aggregate row exists (``sample_id == __aggregate__``) its
+      value is the mean, std is NaN and n is the number of samples it was
+      computed over (its ``note``, ``n=<count>``); ``skipped`` rows are left out;
+    * ``n_undefined``: per-sample values that are NaN (left out of mean and n);
+    * ``ci_low, ci_high``: ``level`` percentile bootstrap interval of the mean
+      (:func:`xaibench.bench.stats.bootstrap_ci`, ``seed``); NaN for aggregate
+      rows and for fewer than 2 values;
+    * ``kind``: ``control`` for ``control_*`` methods, else ``method``;
+    * ``valid``: True / False / NA (untestable) from
+      :func:`xaibench.bench.stats.validity` of the key's benchmark and metric;
+    * ``best``: ``best`` / ``tied`` / '' from :func:`xaibench.bench.stats.mark_best`
+      (the paired comparisons, Holm-corrected at ``alpha``).
+    """
+    return tables(df, seed=seed, level=level, alpha=alpha)["summary"]
+
+
+def write_tables(rows: List[dict], out_dir: Path, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Write ``results.parquet``, ``results.csv`` and the tables of :func:`tables` (``<name>.csv``) into
+    ``out_dir``, each atomically; return the summary.  The per-sample files are written first."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = to_frame(rows)
-    df.to_parquet(out_dir / "results.parquet", index=False)
-    df.to_csv(out_dir / "results.csv", index=False)
-    summary = summarise(df)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    return summary
+    atomic_to_parquet(df, out_dir / "results.parquet", index=False)
+    atomic_to_csv(df, out_dir / "results.csv", index=False)
+    t = tables(df, seed=seed, alpha=alpha)
+    for name in TABLES:
+        atomic_to_csv(t[name], out_dir / f"{name}.csv", index=False)
+    return t["summary"]
 
 
 def format_summary(summary: pd.DataFrame) -> str:

@@ -31,6 +31,9 @@ class Dataset:
 
     name: str = ""
     labels: List[str] = []
+    #: which ground truth the samples carry (controls and localisation metrics need it)
+    has_mask: bool = False
+    has_frames: bool = False
     #: samples the loader could not produce: list of (sample_id, reason)
     skipped: List[tuple]
 

@@ -6,7 +6,7 @@ mask, distributed as one MATLAB v7.3 file ``gtsegs_ijcv.mat`` (HDF5 with a
 512-byte MATLAB userblock), read lazily with h5py (the file is opened once per
 process and one record is read per item).
 
-File layout (protocols.md section 3; MATLAB stores arrays column-major):
+File layout (docs/protocols.md "ImageNet-segmentation"; MATLAB stores arrays column-major):
 
 * ``/value/img``  (N, 1) object references; image i = ``f[f['/value/img'][i, 0]]``
   of shape (3, W, H), transposed (2, 1, 0) -> (H, W, 3) uint8;
@@ -84,10 +84,13 @@ def imagenet_label_index(labels: Optional[Sequence[str]], num_classes: Optional[
 class ImageNetSeg(Dataset):
     """ImageNet-segmentation images with foreground masks (see the module docstring)."""
 
+    has_mask = True
+    frames = 1
+
     def __init__(
         self,
         path: Optional[str] = None,
-        size: int = 224,
+        size: Optional[int] = None,
         n_samples: Optional[int] = None,
         n_per_class: Optional[int] = None,
         seed: int = 0,
@@ -98,9 +101,16 @@ class ImageNetSeg(Dataset):
     ):
         self.name = name
         self.path = env_path(path, PATH_ENV, "ImageNet-segmentation file (gtsegs_ijcv.mat)", PATH_HELP)
+        if self.path.is_dir():
+            if not (self.path / "gtsegs_ijcv.mat").is_file():
+                raise UserError(f"ImageNet-segmentation path {self.path} is a folder without gtsegs_ijcv.mat in it; "
+                                f"give the file itself (dataset.path=.../gtsegs_ijcv.mat). {PATH_HELP}")
+            self.path = self.path / "gtsegs_ijcv.mat"
         if not self.path.is_file():
             raise UserError(f"ImageNet-segmentation file {self.path} does not exist. {PATH_HELP}")
-        self.size = check_range("dataset.size", size, 8, 1024, integer=True)
+        # size: null = the model's input size (set by bind); an explicit value must match the model
+        self.size_set = size is not None
+        self.size = check_range("dataset.size", size if size is not None else 224, 8, 1024, integer=True)
         if label_mode not in ("map", "none"):
             raise UserError(f"dataset.label_mode={label_mode!r} is not valid; use 'map' or 'none'")
         self.label_mode = label_mode
@@ -182,6 +192,9 @@ class ImageNetSeg(Dataset):
     def bind(self, adapter) -> "ImageNetSeg":
         """Adopt the model's input size and label names (called by the runner)."""
         pre = model_preprocess(adapter)
+        if self.size_set and self.size != pre["size"]:
+            raise UserError(f"dataset.size={self.size} but model {adapter.name!r} takes {pre['size']}-px images; "
+                            f"remove dataset.size (null: the model's size)")
         self.size = pre["size"]
         self.labels = pre["labels"]
         self._set_labels(pre["labels"], pre["num_classes"])

@@ -22,7 +22,7 @@ Clip sampling (``sampling``)
 With N decoded frames and T frames wanted:
 
 * ``first``: frames 0 .. T-1 (the STAA authors' evaluation: "first 8 decoded
-  frames", protocols.md section 1);
+  frames", docs/protocols.md "STAA");
 * ``uniform``: frame ``floor((k + 0.5) N / T)`` for k = 0 .. T-1, i.e. the
   centre of each of T equal segments of the clip (TSN-style test sampling).
 
@@ -153,8 +153,8 @@ class Kinetics400(Dataset):
         split_dir: Optional[str] = None,
         classes_file: Optional[str] = None,
         sampling: str = "first",
-        frames: int = 8,
-        size: int = 224,
+        frames: Optional[int] = None,
+        size: Optional[int] = None,
         resize: Optional[int] = None,
         interpolation: str = "bilinear",
         n_per_class: Optional[int] = None,
@@ -177,9 +177,12 @@ class Kinetics400(Dataset):
         if label_mode not in ("map", "none"):
             raise UserError(f"dataset.label_mode={label_mode!r} is not valid; use 'map' or 'none'")
         self.label_mode = label_mode
-        self.frames = check_range("dataset.frames", frames, 1, 256, integer=True)
-        self.size = check_range("dataset.size", size, 8, 1024, integer=True)
-        self.resize = check_range("dataset.resize", resize if resize is not None else size, self.size, 4096,
+        # frames / size: null = the model's (set by bind); an explicit value must match the model
+        self.frames_set = frames is not None
+        self.size_set = size is not None
+        self.frames = check_range("dataset.frames", frames if frames is not None else 8, 1, 256, integer=True)
+        self.size = check_range("dataset.size", size if size is not None else 224, 8, 1024, integer=True)
+        self.resize = check_range("dataset.resize", resize if resize is not None else self.size, self.size, 4096,
                                   integer=True)
         if interpolation not in ("bilinear", "bicubic"):
             raise UserError(f"dataset.interpolation={interpolation!r} is not valid; use 'bilinear' or 'bicubic'")
@@ -310,6 +313,10 @@ class Kinetics400(Dataset):
         """Adopt the model's frame count, crop / resize sizes and label names (the
         runner calls this once per (model, dataset) benchmark)."""
         pre = model_preprocess(adapter)
+        for key, mine, set_ in (("frames", self.frames, self.frames_set), ("size", self.size, self.size_set)):
+            if set_ and mine != pre[key]:
+                raise UserError(f"dataset.{key}={mine} but model {adapter.name!r} takes {pre[key]}; remove "
+                                f"dataset.{key} (null: the model's value) or choose a model that takes {mine}")
         self.frames, self.size = pre["frames"], pre["size"]
         self.resize = max(pre["resize"], self.size)
         if pre["interpolation"] in ("bilinear", "bicubic"):

@@ -141,10 +141,35 @@ def skip(dataset, sample_id: str, reason: str):
     return exc
 
 
+DATA_ENV = "XAIBENCH_DATA"
+DEFAULT_DATA_HOME = "~/.cache/xaibench/data"
+# Where ``xaibench-fetch NAME`` puts each dataset under the data folder, keyed by
+# the loader's environment variable: (fetch NAME, path relative to the data folder).
+FETCHED = {
+    "XAIBENCH_KINETICS_ROOT": ("kinetics400", "kinetics400"),
+    "XAIBENCH_IMAGENET_SEG": ("imagenet_seg", "imagenet_seg/gtsegs_ijcv.mat"),
+}
+
+
+def data_home() -> Path:
+    """The default data folder: ``$XAIBENCH_DATA``, else ``~/.cache/xaibench/data``."""
+    return Path(os.path.expanduser(os.environ.get(DATA_ENV) or DEFAULT_DATA_HOME))
+
+
 def env_path(value, env: str, what: str, how: str) -> Path:
-    """``value`` if given, else the environment variable ``env``; a clear error if neither."""
+    """Where a dataset is, in this order: ``value`` (the dataset config), the
+    environment variable ``env``, then the place ``xaibench-fetch`` writes it to
+    under :func:`data_home` (only if it exists); a clear error if none."""
     if value in (None, "", "null"):
         value = os.environ.get(env)
+    if not value and env in FETCHED:
+        name, rel = FETCHED[env]
+        fetched = data_home() / rel
+        if fetched.exists():
+            return fetched
+        raise UserError(f"no {what} given: set it in the dataset config or the environment variable {env}, or "
+                        f"download it with `xaibench-fetch {name}` (it is then found at {fetched} with no "
+                        f"configuration; the data folder is ${DATA_ENV}, default {DEFAULT_DATA_HOME}). {how}")
     if not value:
         raise UserError(f"no {what} given: set it in the dataset config or the environment variable {env}. {how}")
     return Path(os.path.expanduser(str(value)))

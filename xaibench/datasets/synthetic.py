@@ -90,6 +90,9 @@ def distractor_pattern(kind: int, s: int) -> np.ndarray:
 class SyntheticClips(Dataset):
     """Synthetic video (``frames`` > 1) or image (``frames`` = 1) benchmark."""
 
+    has_mask = True
+    has_frames = True
+
     def __init__(
         self,
         split: str = "test",

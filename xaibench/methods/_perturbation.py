@@ -1,149 +1,118 @@
-"""Shared machinery of the perturbation methods (``shap``, ``lime``).
+"""What SHAP and LIME share on top of :mod:`xaibench.perturb`: feature set-up, the budget rule, the
+coalition value function and painting feature values back onto the input.
 
-Interpretable features
-----------------------
-A binary vector ``z`` in {0, 1}^M switches M input regions on (kept) or off
-(replaced by the baseline).  The regions (:func:`feature_mask`, a (T, H, W)
-integer map of feature ids):
+Interpretable features: ``features`` / ``cell`` / ``frames_per_group`` /
+``n_segments`` / ``compactness`` / ``baseline`` as in :mod:`xaibench.perturb`;
+the default ``cell`` is the model's *final* token size (its patch size for
+ViT / TimeSformer, ``image_size / final grid`` for Swin).
 
-* ``grid`` (default): ``cell x cell`` pixel squares (default ``cell``: the
-  model's token size -- its patch size for ViT / TimeSformer, the final-stage
-  token size ``image_size / final grid`` for Swin) times groups of
-  ``frames_per_group`` consecutive frames (space-time tubelets for video;
-  plain squares for images);
-* ``slic``: SLIC superpixels (scikit-image ``slic``) of the image, or
-  supervoxels of the whole (T, H, W) clip for video (SLIC on the 3-D volume),
-  with ``n_segments`` and ``compactness``.
-
-Colour channels are always switched together.  Baselines are those of the
-perturbation metrics (:func:`xaibench.metrics.perturb.make_baseline`:
-``zero`` = black, ``mean``, ``blur``).
-
-Model evaluations
------------------
-:class:`MaskedModel` turns ``z`` rows into inputs ``x * m + b * (1 - m)``
-(``m`` = ``z`` painted onto the regions), evaluates them ``batch_size`` at a
-time (inputs are built per batch, so memory stays bounded) and returns the
-target class's logit; it counts every evaluated input (``n_forward``).
+Budget rule (``budget``)
+------------------------
+A surrogate over M features from n model evaluations is only well posed when
+n is large against M; below that, the weighted least squares of KernelSHAP is
+ill-conditioned (values of 1e11 were seen) and LIME's ridge fit is dominated
+by sampling noise.  The rule: ``n_samples >= min(4 * M, 2**M)`` (``2**M``: all
+coalitions enumerated, exact).  When it fails, ``budget=refuse`` (default)
+stops with a message naming the numbers and the fixes; ``budget=coarsen``
+doubles the grid ``cell`` (then ``frames_per_group``) until the rule holds and
+records the cell used; ``budget=allow`` runs anyway (only to reproduce a
+published protocol that used such a budget).
 
 From feature values to an explanation
 -------------------------------------
-Every position gets its feature's value ``phi_f`` (the usual convention of
-Captum and of the LIME / SHAP image plots); the token map is the volume
-average-pooled to the model's token grid; frame score ``t`` is
-``sum_f phi_f * |f in frame t| / |f|`` (each feature's value split over the
-frames it spans in proportion to its size there, so frame scores sum to
-``sum_f phi_f``).
+Every position gets its feature's value ``phi_f`` (the convention of Captum and
+of the LIME / SHAP image plots); the token map is the volume average-pooled to
+the model's token grid; frame score ``t`` is ``sum_f phi_f * |f in frame t| / |f|``
+(each feature's value split over the frames it spans in proportion to its
+size there, so frame scores sum to ``sum_f phi_f``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError, check_range
-from ..metrics.perturb import make_baseline
-from .base import Explanation
+from ..explanation import Explanation
+from ..perturb import FeatureSpec, Perturber, make_baseline, n_features, token_cell
 
-FEATURES = ("grid", "slic")
-BASELINES = ("zero", "mean", "blur")
-
-
-class FeatureConfig:
-    """Parameters shared by SHAP and LIME (validated)."""
-
-    def __init__(self, features="grid", cell=None, frames_per_group=2, n_segments=64, compactness=10.0,
-                 baseline="zero", blur_sigma=4.0):
-        if features not in FEATURES:
-            raise UserError(f"method.features={features!r}; valid: {', '.join(FEATURES)}")
-        if baseline not in BASELINES:
-            raise UserError(f"method.baseline={baseline!r}; valid: {', '.join(BASELINES)}")
-        self.features = features
-        self.cell = None if cell is None else check_range("method.cell", cell, 1, 4096, integer=True)
-        self.frames_per_group = check_range("method.frames_per_group", frames_per_group, 1, 4096, integer=True)
-        self.n_segments = check_range("method.n_segments", n_segments, 2, 100000, integer=True)
-        self.compactness = check_range("method.compactness", compactness, 1e-3, 1e4)
-        self.baseline = baseline
-        self.blur_sigma = check_range("method.blur_sigma", blur_sigma, 1e-3, 1e3)
-
-    def params(self):
-        p = {"features": self.features, "baseline": self.baseline}
-        if self.features == "grid":
-            p.update(cell=self.cell, frames_per_group=self.frames_per_group)
-        else:
-            p.update(n_segments=self.n_segments, compactness=self.compactness)
-        return p
+BUDGETS = ("refuse", "coarsen", "allow")
+#: the feature / baseline parameters SHAP and LIME accept besides their own (see xaibench.perturb.FeatureSpec)
+FEATURE_PARAMS = ("features", "cell", "frames_per_group", "n_segments", "compactness", "baseline", "blur_sigma")
 
 
-def default_cell(adapter) -> int:
-    if adapter.arch == "swin":
-        last = adapter._hook_points()[-1].get("grid", adapter.grid)
-        return adapter.image_size // last[0]
-    return adapter.patch_size
+def min_samples(m: int) -> int:
+    """The budget rule: evaluations needed for ``m`` features."""
+    return min(4 * m, 2 ** m) if m < 62 else 4 * m
 
 
-def feature_mask(adapter, x: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
-    """(T, H, W) long tensor of feature ids 0..M-1 (every id used)."""
-    T, _, H, W = x.shape
-    if cfg.features == "grid":
-        cell = cfg.cell or default_cell(adapter)
-        if H % cell or W % cell:
-            raise UserError(f"method.cell={cell} must divide the input size {H}x{W}")
-        t = torch.arange(T) // cfg.frames_per_group
-        y = torch.arange(H) // cell
-        xx = torch.arange(W) // cell
-        ids = (t[:, None, None] * (H // cell) + y[None, :, None]) * (W // cell) + xx[None, None, :]
-    else:
-        from skimage.segmentation import slic
+class PerturbationSetup:
+    """Parameters shared by SHAP and LIME (validated): features, baseline, budget, batch size, seed."""
 
-        img = x.permute(0, 2, 3, 1).numpy().astype(np.float64)  # (T, H, W, C)
-        seg = slic(img if T > 1 else img[0], n_segments=cfg.n_segments, compactness=cfg.compactness,
-                   channel_axis=-1, start_label=0)
-        ids = torch.from_numpy(np.asarray(seg)).long().reshape(T, H, W)
-    _, ids = torch.unique(ids, return_inverse=True)  # dense ids 0..M-1
-    return ids.reshape(T, H, W)
+    def __init__(self, n_samples: int, batch_size: int = 32, seed: int = 0, budget: str = "refuse",
+                 lo: int = 1, **features):
+        self.n_samples = check_range("method.n_samples", n_samples, lo, 10 ** 7, integer=True)
+        self.batch_size = check_range("method.batch_size", batch_size, 1, 1 << 20, integer=True)
+        self.seed = check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
+        if budget not in BUDGETS:
+            raise UserError(f"method.budget={budget!r}; valid: {', '.join(BUDGETS)}")
+        self.budget = budget
+        features.setdefault("frames_per_group", 2)
+        self.spec = FeatureSpec(prefix="method", **features)
+
+    def params(self) -> dict:
+        return {"n_samples": self.n_samples, "seed": self.seed, "budget": self.budget, **self.spec.params()}
+
+    def features(self, adapter, x: torch.Tensor, method: str):
+        """(ids, cell) for ``x``, applying the budget rule."""
+        cell = self.spec.cell or token_cell(adapter, -1)
+        fpg = self.spec.frames_per_group
+        while True:
+            spec = FeatureSpec(**{**self.spec.__dict__, "cell": cell, "frames_per_group": fpg})
+            ids = spec.ids(x, cell)
+            m = n_features(ids)
+            if self.n_samples >= min_samples(m) or self.budget == "allow":
+                return ids, cell
+            if self.budget == "refuse" or spec.features != "grid":
+                raise UserError(
+                    f"{method}: {self.n_samples} model evaluations are too few for {m} features (the rule is "
+                    f"n_samples >= min(4 M, 2^M) = {min_samples(m)}; below it the estimate is ill-conditioned). "
+                    f"Raise method.n_samples to {min_samples(m)}, use coarser features (method.cell, "
+                    f"method.frames_per_group), or set method.budget=coarsen")
+            H = x.shape[-1]
+            if cell * 2 <= H and H % (cell * 2) == 0:
+                cell *= 2
+            elif fpg < x.shape[0]:
+                fpg *= 2
+            else:
+                raise UserError(f"{method}: cannot coarsen below {m} features; raise method.n_samples")
+            warnings.warn(f"{method}: budget rule: coarsened the features to cell={cell}, frames_per_group={fpg}")
+
+    def value_function(self, adapter, x, target, ids):
+        """``f(z)``: the target logit with the features of ``z`` kept and the others at the baseline."""
+        base = make_baseline(x, self.spec.baseline, np.random.default_rng(self.seed), self.spec.blur_sigma)
+        pert = Perturber(adapter, x, ids, base, self.batch_size, self.spec.cache_key(ids))
+
+        def f(z) -> np.ndarray:
+            keep = torch.as_tensor(np.asarray(z) > 0.5)
+            return pert.logits(keep)[:, int(target)].double().cpu().numpy()
+
+        return f
 
 
-class MaskedModel:
-    """``f(z)``: target logit of the input with the features of ``z`` kept, others at the baseline."""
-
-    def __init__(self, adapter, x: torch.Tensor, target: int, ids: torch.Tensor, baseline: torch.Tensor,
-                 batch_size: int):
-        self.adapter, self.x, self.target, self.ids, self.base = adapter, x, int(target), ids, baseline
-        self.batch_size = int(batch_size)
-        self.n_forward = 0
-
-    def __call__(self, z) -> np.ndarray:
-        z = torch.as_tensor(np.asarray(z), dtype=torch.float32)
-        if z.dim() == 1:
-            z = z[None]
-        out = []
-        for i in range(0, z.shape[0], self.batch_size):
-            m = z[i:i + self.batch_size][:, self.ids][:, :, None]  # (b, T, 1, H, W)
-            xs = self.base[None] + m * (self.x - self.base)[None]
-            logits = self.adapter.predict(xs, batch_size=self.batch_size)
-            out.append(logits[:, self.target].double())
-            self.n_forward += xs.shape[0]
-        return torch.cat(out).numpy()
-
-
-def make_masked_model(adapter, x, target, cfg: FeatureConfig, batch_size: int, seed: int):
-    ids = feature_mask(adapter, x, cfg)
-    base = make_baseline(x, cfg.baseline, np.random.default_rng(seed), cfg.blur_sigma)
-    return MaskedModel(adapter, x, target, ids, base, batch_size), ids
-
-
-def to_explanation(phi: np.ndarray, ids: torch.Tensor, adapter, n_forward: int, **extras) -> Explanation:
+def to_explanation(phi: np.ndarray, ids: torch.Tensor, adapter, **extras) -> Explanation:
+    """Paint feature values ``phi`` (M,) back onto the input positions (module docstring)."""
     phi_t = torch.as_tensor(np.asarray(phi, dtype=np.float64))
+    ids = ids.cpu()
     vol = phi_t[ids].float()  # (T, H, W)
-    T = ids.shape[0]
-    M = phi_t.numel()
-    counts = torch.zeros(T, M, dtype=torch.float64)
-    for t in range(T):
-        counts[t] = torch.bincount(ids[t].reshape(-1), minlength=M).double()
+    T, M = ids.shape[0], phi_t.numel()
+    counts = torch.stack([torch.bincount(ids[t].reshape(-1), minlength=M).double() for t in range(T)])
     frac = counts / counts.sum(0, keepdim=True).clamp_min(1)
     frame_scores = (frac * phi_t[None]).sum(1).float()
-    token_map = F.adaptive_avg_pool2d(vol[:, None], adapter.grid)[:, 0]
-    return Explanation(volume=vol, frame_scores=frame_scores, token_map=token_map, n_forward=n_forward,
-                       n_backward=0, extras={k: torch.as_tensor(v) for k, v in extras.items()})
+    L = adapter.layout
+    token_map = F.adaptive_avg_pool3d(vol[None, None], (L.frames, *L.grid))[0, 0]
+    return Explanation(volume=vol, frame_scores=frame_scores, token_map=token_map,
+                       extras={k: torch.as_tensor(v) for k, v in extras.items()})

@@ -1,89 +1,102 @@
-"""The explanation type every method returns, and the tiny method base class.
+"""The tiny method base class.
 
-A method is a callable object: ``method(adapter, x, target) -> Explanation``.
-``x`` is one sample of pixels in [0, 1] with shape (T, C, H, W) (T = 1 for
-images); ``target`` the class index explained.
+A method is a callable object: ``method(adapter, x, target) -> Explanation``
+(:mod:`xaibench.explanation`).  ``x`` is one sample of pixels in [0, 1] with
+shape (T, C, H, W) (T = 1 for images); ``target`` the class index explained.
+Methods that can explain several samples in one pass implement
+:meth:`Method.explain_batch` (``xs`` (B, T, C, H, W), ``targets`` (B,)); the
+results equal those of one sample at a time (up to float rounding of the
+batched model).  Methods computed from one traced forward pass declare what
+they need (:meth:`Method.trace_request`) and compute from a trace
+(:meth:`Method.explain_trace`), so that the harness can serve several
+parameter values of a method (STAA's lambda, the layer count) from one trace.
+
+Architecture knowledge comes from the adapter's declarations
+(:mod:`xaibench.models.base`), never from the architecture's name.  A method
+that cannot run on a model raises :class:`~xaibench.errors.NotApplicable`
+with the reason (in :meth:`Method.check`, or inside ``explain`` when it only
+finds out there); the harness records the pair as skipped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..errors import NotApplicable
-
-
-@dataclass
-class Explanation:
-    """One attribution.
-
-    * ``volume``: (T, H, W) attribution at input resolution (T = 1 for images);
-    * ``frame_scores``: (T,) per-frame (temporal) importance;
-    * ``token_map``: (T, h, w) attribution at token resolution;
-    * ``n_forward`` / ``n_backward``: model passes the method used (a batched
-      call of k samples counts k forward passes).
-    """
-
-    volume: torch.Tensor
-    frame_scores: torch.Tensor
-    token_map: torch.Tensor
-    n_forward: int = 1
-    n_backward: int = 0
-    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self):
-        T = self.volume.shape[0]
-        if self.volume.dim() != 3 or self.frame_scores.shape != (T,) or self.token_map.dim() != 3:
-            raise ValueError(
-                f"bad explanation shapes: volume {tuple(self.volume.shape)}, frame_scores "
-                f"{tuple(self.frame_scores.shape)}, token_map {tuple(self.token_map.shape)}"
-            )
-
-
-def upsample(token_map: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
-    """(T, h, w) -> (T, H, W) by ``mode`` interpolation (bilinear as in Chefer et al.)."""
-    t = token_map[:, None].float()
-    if mode == "nearest":
-        out = F.interpolate(t, size=size, mode="nearest")
-    else:
-        out = F.interpolate(t, size=size, mode=mode, align_corners=False)
-    return out[:, 0]
-
-
-def from_token_map(token_map: torch.Tensor, image_size: int, frame_scores: Optional[torch.Tensor] = None,
-                   mode: str = "bilinear", **kw) -> Explanation:
-    """Build an :class:`Explanation` from a (T, h, w) token map.
-
-    Frame scores default to the per-frame sum of the token map.
-    """
-    token_map = token_map.detach().float()
-    if frame_scores is None:
-        frame_scores = token_map.flatten(1).sum(1)
-    return Explanation(volume=upsample(token_map, (image_size, image_size), mode), frame_scores=frame_scores.float(),
-                       token_map=token_map, **kw)
+from ..explanation import Explanation, from_token_map, upsample  # noqa: F401  (re-exported for methods)
 
 
 class Method:
-    """Base class. Subclasses set ``name`` and ``archs`` and implement :meth:`explain`."""
+    """Base class.  Subclasses set ``name`` and implement :meth:`explain` or :meth:`explain_batch`.
+
+    ``aliases`` maps a user-facing config parameter to the Python keyword it is
+    passed as (``lambda`` -> ``lam``); the registry applies it, so configs keep
+    the user-facing names.
+    """
 
     name: str = ""
-    archs = ("timesformer", "vit", "swin")  # architectures the method applies to
+    aliases: Dict[str, str] = {}
+    requires: tuple = ()  # what the sample must carry ('mask', 'frames'): the controls built from ground truth
 
     def params(self) -> dict:
         """The method's parameters, as recorded in the results' ``params`` column."""
         return {}
 
+    @property
+    def batchable(self) -> bool:
+        """True when :meth:`explain_batch` explains several samples in one model pass."""
+        return type(self).explain_batch is not Method.explain_batch or type(self).trace_request is not \
+            Method.trace_request
+
     def check(self, adapter) -> None:
         """Raise :class:`NotApplicable` (with the reason) if the method cannot run on ``adapter``."""
-        if adapter.arch not in self.archs:
-            raise NotApplicable(f"{self.name} does not apply to {adapter.arch} (supports: {', '.join(self.archs)})")
 
     def explain(self, adapter, x: torch.Tensor, target: int) -> Explanation:
+        if self.batchable:
+            return self.explain_batch(adapter, x[None], [int(target)])[0]
         raise NotImplementedError
+
+    def explain_batch(self, adapter, xs: torch.Tensor, targets: Sequence[int]) -> List[Explanation]:
+        req = self.trace_request(adapter)
+        if req is not None:
+            return self.explain_trace(adapter, adapter.trace(xs, target=targets, **trace_kwargs(req)))
+        return [self.explain(adapter, x, int(t)) for x, t in zip(xs, targets)]
+
+    # --- methods computed from one traced forward pass (attention records, gradients, activations) ---
+    def trace_request(self, adapter) -> Optional[dict]:
+        """What the method needs from :meth:`ModelAdapter.trace`, or ``None`` if it is not trace-based:
+        ``attentions``, ``grads``, ``ln_stats`` (bools), ``capture`` (module names) and ``layers`` (the last
+        k blocks; ``None`` = all).  Requests of several methods (or parameter values) merge with
+        :func:`merge_requests`, so one trace can serve them all."""
+        return None
+
+    def explain_trace(self, adapter, trace) -> List[Explanation]:
+        """The explanations of every sample of a trace made with (at least) :meth:`trace_request`."""
+        raise NotImplementedError
+
+    def explain_sample(self, adapter, sample, target: int) -> Explanation:
+        """Explain a dataset sample (the controls read its ground truth; methods only its pixels)."""
+        return self.explain(adapter, sample.x, target)
 
     def __call__(self, adapter, x: torch.Tensor, target: int) -> Explanation:
         self.check(adapter)
         return self.explain(adapter, x, target)
+
+
+def merge_requests(reqs) -> dict:
+    """One trace request that serves all of ``reqs`` (booleans or-ed, captures joined, the most layers)."""
+    reqs = list(reqs)
+    layers = [r.get("layers") for r in reqs]
+    return {"attentions": any(r.get("attentions") for r in reqs), "grads": any(r.get("grads") for r in reqs),
+            "ln_stats": any(r.get("ln_stats") for r in reqs),
+            "capture": tuple(sorted({c for r in reqs for c in r.get("capture", ())})),
+            "layers": None if any(v is None for v in layers) else max(layers)}
+
+
+def trace_kwargs(req: dict) -> dict:
+    """Keyword arguments of :meth:`ModelAdapter.trace` for a request."""
+    k = req.get("layers")
+    return {"attentions": bool(req.get("attentions")), "grads": bool(req.get("grads")),
+            "ln_stats": bool(req.get("ln_stats")), "capture": tuple(req.get("capture", ())),
+            "layers": None if k is None else range(-int(k), 0)}

@@ -1,6 +1,6 @@
-"""Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, "Generic
-Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder
-Transformers"; rule as in the authors' reference code, protocols.md s. 3).
+"""Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, "Generic Attention-model
+Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers"; rule as in the authors'
+reference code, docs/protocols.md "Chefer's rules").
 
 With ``grad_A = d y_target / d A`` (the target-class *logit*), per layer::
 
@@ -9,28 +9,15 @@ With ``grad_A = d y_target / d A`` (the target-class *logit*), per layer::
     R <- R + Abar_l R            for l = first used layer, ..., L
 
 i.e. ``R = (I + Abar_L) ... (I + Abar_1)``; only the last ``layers`` layers are
-used (default: all; R starts as the identity at the first used layer).
+used (default: all).  Explanation: the readout row of ``R`` on the first used
+layer's patch tokens -- ``R[CLS, patches]`` (CLS readout), the mean of the CLS
+and distillation rows (DeiT), or the column sums ``sum_i R[i, j]`` (pooled
+readout: Swin, VideoMAE) -- see :mod:`xaibench.methods._relevance` for the
+window scatter, Swin's patch merging and divided space-time attention, where
+the spatial CLS row is the *sum* over frames of the copies'
+gradient-weighted rows (``G * dy/dG = A_t * dy/dA_t``, no 1/T).
 
-* ViT: explanation ``R[CLS, patches]``; a ViT without a CLS uses the column sum.
-* Swin: ``Abar_l`` is scattered from the windows into the global token matrix
-  of its stage (shift undone); patch merging between stages by
-  ``R <- M R`` with ``M = merge_matrix(grid)`` (rows of the four merged patches
-  averaged); readout: column sum ``sum_i R[i, j]`` (no CLS; global pooling),
-  at the token grid of the first used block.
-* TimeSformer: per layer first the temporal then the spatial matrix, each
-  embedded over the ``1 + T*P`` tokens as in :mod:`xaibench.methods.rollout`
-  (temporal: block diagonal over patches, CLS row and column zero; spatial:
-  block diagonal over frames, CLS column = the copies' entries), except that
-  the spatial CLS row is the *sum* over frames of the copies' gradient-weighted
-  rows, ``Abar[CLS, (t,q)] = mean_h((grad_A_t * A_t)^+)[0, 1+q]``: the true
-  mixing matrix has ``G[CLS, (t,q)] = A_t[0, 1+q] / T`` (the model averages the
-  copies) and hence ``dy/dG = T dy/dA_t``, so ``G * dy/dG = A_t * dy/dA_t``
-  (see :mod:`xaibench.methods._relevance`);
-  ``R <- R + Abar^temp_l R``, then ``R <- R + Abar^spat_l R``; explanation
-  ``R[CLS, (t, p)]`` -> (T, h, w); frame scores = per-frame sums.
-
-Computed as vector-matrix products from the readout row.  Cost: one forward
-and one backward pass (``n_forward = 1``, ``n_backward = 1``).
+Cost: one forward and one backward pass.
 """
 
 from __future__ import annotations
@@ -40,14 +27,14 @@ from ._relevance import PropagationMethod, chefer_block
 from .base import Method
 
 
+@METHODS.register("chefer")
 class Chefer(PropagationMethod, Method):
     name = "chefer"
+    grads = True
+    residual = True
+    pool = "sum"
+    cls_self = 0.0
+    cls_rows = "sum"
 
-    def explain(self, adapter, x, target):
-        return self._explain(adapter, x, target, chefer_block, grads=True, residual=True, readout_no_cls="sum",
-                             cls_self=0.0, cls_rows="sum")
-
-
-@METHODS.register("chefer")
-def _chefer(**params):
-    return Chefer(**params)
+    def block(self, rec):
+        return chefer_block(rec)

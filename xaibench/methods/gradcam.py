@@ -1,115 +1,104 @@
-"""Grad-CAM on a Transformer layer's token outputs (Selvaraju et al., ICCV 2017,
-"Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-Localization"; token reshape as in pytorch-grad-cam's ``reshape_transform`` for
-ViT / Swin, protocols.md s. 6).
+"""Grad-CAM (Selvaraju et al., ICCV 2017, "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization") on Transformer tokens, in two variants (``source``).
 
-Let ``A`` be the output of module ``layer`` (default: the adapter's
-``gradcam_layer``, e.g. the last block's first layer norm for ViT) reshaped to
-its token grid, ``A[c, t, y, x]`` (channels c, frames t, grid rows y, columns x;
-prefix tokens such as the CLS dropped), and ``G = d y_target / d A`` (target-class
-logit).  Then::
+``source="activations"`` (default; as pytorch-grad-cam with a ``reshape_transform``)
+    ``A`` = the output of module ``layer`` (default: the adapter's
+    ``gradcam_layer``, e.g. the last block's first layer norm for ViT), mapped
+    to its token grid by the adapter's :meth:`~xaibench.models.base.ModelAdapter.reshape_tokens`,
+    ``A[c, t, y, x]`` (channels c, token frames t, rows y, columns x; prefix
+    tokens dropped), ``G = d y_target / d A`` (target-class logit)::
 
-    w_c = mean_{t, y, x} G[c, t, y, x]         (pool="clip", default)
-    w_{c,t} = mean_{y, x} G[c, t, y, x]        (pool="frame")
-    cam[t, y, x] = relu( sum_c w_c A[c, t, y, x] )
+        w_c = mean_{t, y, x} G[c, t, y, x]         (pool="clip", default)
+        w_{c,t} = mean_{y, x} G[c, t, y, x]        (pool="frame")
+        cam[t, y, x] = relu( sum_c w_c A[c, t, y, x] )
 
-``pool="clip"`` is Grad-CAM's global-average-pooled gradient over the whole
-space-time volume (3D Grad-CAM for video); ``pool="frame"`` pools each frame
-on its own (2D Grad-CAM per frame).  For images both coincide.
-Frame scores are the per-frame sums of the cam.
+    ``pool="clip"`` pools the gradient over the whole space-time volume (3D
+    Grad-CAM for video); ``pool="frame"`` pools each frame on its own.  For
+    images both coincide.
 
-Token layouts handled (B = 1 sample, T frames, P = h*w patches, k prefix tokens):
+``source="attention"`` (the Grad-CAM baseline of Chefer et al., CVPR 2021, as in their evaluation code)
+    The last attention layer (for divided space-time attention, its spatial
+    attention) with its heads as channels: per head ``h``, ``a_h`` = the
+    readout row of ``A_h`` on the patch tokens (the CLS row for a CLS model)
+    and ``g_h`` the same row of ``d y_target / d A_h``::
 
-* ``(T, k + P, D)``: per-frame tokens (TimeSformer ``layernorm_before``, whose
-  input is the spatial-attention batch ``(B*T, 1+P, D)``);
-* ``(1, 1 + P*T, D)`` with T > 1: TimeSformer hidden states, HF order
-  patch-major, frame-minor (token ``1 + p*T + t``);
-* ``(1, k + P, D)``: ViT (k prefix tokens) or Swin (k = 0) tokens;
-* ``(1, h, w, D)``: channels-last maps (timm Swin stage outputs).
+        cam = relu( mean_h ( mean(g_h) * a_h ) )
 
-The grid of the tokens is the adapter's grid when it fits, else the square
-grid of the largest square number of tokens (Swin stages).  Cost: one
-forward and one backward pass.
+Frame scores are the per-frame sums of the cam.  Cost: one forward and one
+backward pass.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from ..errors import UserError
 from . import METHODS
+from ._relevance import patch_part, readout_vector, vecmul
 from .base import Method, from_token_map
 
 POOLS = ("clip", "frame")
+SOURCES = ("activations", "attention")
 
 
-def _split_prefix(n: int, adapter_grid) -> tuple:
-    """(prefix tokens, (h, w)) for n tokens of one frame."""
-    h, w = adapter_grid
-    if 0 <= n - h * w <= 8:
-        return n - h * w, (h, w)
-    for k in range(0, 9):
-        r = math.isqrt(n - k)
-        if r * r == n - k:
-            return k, (r, r)
-    raise UserError(f"cannot map {n} tokens to a square grid; choose a different Grad-CAM layer")
-
-
-def tokens_to_grid(act: torch.Tensor, adapter) -> torch.Tensor:
-    """Layer output of one sample -> (T, h, w, D) (see the module docstring)."""
-    T = adapter.num_frames
-    if act.dim() == 4:
-        if act.shape[0] != 1:
-            raise UserError(f"Grad-CAM layer output of shape {tuple(act.shape)} is not supported")
-        return act  # (1, h, w, D) channels-last
-    if act.dim() != 3:
-        raise UserError(f"Grad-CAM needs a token layer (B, N, D); layer output has shape {tuple(act.shape)}")
-    bp, n, d = act.shape
-    if bp == T and T > 1:
-        k, (h, w) = _split_prefix(n, adapter.grid)
-        return act[:, k:].reshape(T, h, w, d)
-    if bp != 1:
-        raise UserError(f"Grad-CAM layer output batch {bp} matches neither 1 nor the {T} frames")
-    if T > 1:
-        P = (n - 1) // T
-        h, w = adapter.grid
-        if P != h * w or 1 + P * T != n:
-            raise UserError(f"cannot map {n} tokens to 1 + {T} frames x {h}x{w} patches")
-        return act[0, 1:].reshape(h, w, T, d).permute(2, 0, 1, 3)  # patch-major, frame-minor
-    k, (h, w) = _split_prefix(n, adapter.grid)
-    return act[:, k:].reshape(1, h, w, d)
-
-
-class GradCAM(Method):
-    name = "gradcam"
-
-    def __init__(self, layer: str | None = None, pool: str = "clip", upsample: str = "bilinear"):
-        if pool not in POOLS:
-            raise UserError(f"method.pool={pool!r}; valid: {', '.join(POOLS)}")
-        self.layer = layer
-        self.pool = pool
-        self.upsample = upsample
-
-    def params(self):
-        return {"layer": self.layer, "pool": self.pool}
-
-    def explain(self, adapter, x, target):
-        layer = self.layer or adapter.gradcam_layer
-        if not layer:
-            raise UserError(f"model {adapter.name!r} has no default Grad-CAM layer; set method.layer")
-        trace = adapter.trace(x[None], target=target, grads=True, capture=[layer])
-        if layer not in trace.activation_grads:
-            raise UserError(f"Grad-CAM layer {layer!r} received no gradient from the target logit")
-        a = tokens_to_grid(trace.activations[layer], adapter).float()
-        g = tokens_to_grid(trace.activation_grads[layer], adapter).float()
-        dims = (0, 1, 2) if self.pool == "clip" else (1, 2)
-        wgt = g.mean(dim=dims, keepdim=True)  # (1|T, 1, 1, D)
-        cam = (wgt * a).sum(-1).clamp(min=0)  # (T, h, w)
-        return from_token_map(cam, adapter.image_size, mode=self.upsample, n_forward=1, n_backward=1)
+def per_head_rows(layout, rec, t: torch.Tensor) -> torch.Tensor:
+    """(B, Hd, T', h, w): the readout row of each head's matrix of a record tensor ``t`` (probs or grads)."""
+    B, Hd = t.shape[0], t.shape[-3]
+    flat = t.double().movedim(-3, 1).reshape(B * Hd, *t.shape[1:-3], *t.shape[-2:])
+    v0 = readout_vector(layout, rec.n_tokens, B * Hd, "mean", flat.dtype, flat.device)
+    rows = patch_part(rec, vecmul(rec, v0, flat, cls_rows="sum"))
+    return rows.reshape(B, Hd, *rows.shape[1:])
 
 
 @METHODS.register("gradcam")
-def _gradcam(**params):
-    return GradCAM(**params)
+class GradCAM(Method):
+    name = "gradcam"
+
+    def __init__(self, layer: str | None = None, pool: str = "clip", source: str = "activations",
+                 upsample: str = "bilinear"):
+        if pool not in POOLS:
+            raise UserError(f"method.pool={pool!r}; valid: {', '.join(POOLS)}")
+        if source not in SOURCES:
+            raise UserError(f"method.source={source!r}; valid: {', '.join(SOURCES)}")
+        self.layer, self.pool, self.source, self.upsample = layer, pool, source, upsample
+
+    def params(self):
+        if self.source == "attention":
+            return {"source": self.source}
+        return {"layer": self.layer, "pool": self.pool, "source": self.source}
+
+    def _layer(self, adapter) -> str:
+        layer = self.layer or adapter.gradcam_layer
+        if not layer:
+            raise UserError(f"model {adapter.name!r} has no default Grad-CAM layer; set method.layer")
+        return layer
+
+    def trace_request(self, adapter):
+        if self.source == "attention":
+            return {"attentions": True, "grads": True, "layers": 1}
+        return {"grads": True, "capture": (self._layer(adapter),), "layers": 1}
+
+    def explain_trace(self, adapter, trace):
+        if self.source == "attention":
+            cams = self._attention_cam(adapter, trace)
+        else:
+            cams = self._activation_cam(adapter, trace)
+        return [from_token_map(c, adapter.image_size, adapter.layout.tubelet, mode=self.upsample) for c in cams]
+
+    def _activation_cam(self, adapter, trace):
+        layer = self._layer(adapter)
+        if layer not in trace.activation_grads:
+            raise UserError(f"Grad-CAM layer {layer!r} received no gradient from the target logit")
+        B = trace.logits.shape[0]
+        a = adapter.reshape_tokens(trace.activations[layer], B).double()  # (B, T', h, w, D)
+        g = adapter.reshape_tokens(trace.activation_grads[layer], B).double()
+        dims = (1, 2, 3) if self.pool == "clip" else (2, 3)
+        wgt = g.mean(dim=dims, keepdim=True)
+        return (wgt * a).sum(-1).clamp(min=0)  # (B, T', h, w)
+
+    def _attention_cam(self, adapter, trace):
+        rec = [r for r in trace.attentions if r.kind != "temporal"][-1]
+        a = per_head_rows(adapter.layout, rec, rec.probs)  # (B, Hd, T', h, w)
+        g = per_head_rows(adapter.layout, rec, rec.grad)
+        w = g.mean(dim=(2, 3, 4), keepdim=True)
+        return (w * a).mean(1).clamp(min=0)

@@ -2,7 +2,8 @@
 the ``lime`` package's :class:`lime.lime_base.LimeBase`.
 
 Over M interpretable features (superpixels for images, space-time tubelets or
-SLIC supervoxels for video; :mod:`xaibench.methods._perturbation`)::
+SLIC supervoxels for video; :mod:`xaibench.perturb`), with the budget rule of
+:mod:`xaibench.methods._perturbation` (``n_samples >= min(4 M, 2^M)``)::
 
     z_1 = 1 (the instance), z_2..z_n ~ Uniform({0, 1}^M)       (n = n_samples)
     y_k = f(x_{z_k}, b_{not z_k})        target-class logit, baseline b (black)
@@ -27,7 +28,8 @@ draws them (``numpy.random.RandomState(seed).randint(0, 2, n * M)``, a private
 generator, the global one untouched) and Ridge is deterministic, so equal
 seeds give identical values -- and, for an image with the same segmentation
 and ``hide_color`` = 0, the same values as ``LimeImageExplainer`` itself (a
-test checks this); ``n_forward`` = ``n_samples``.
+test checks this); it costs ``n_samples`` forward passes.  ``seed`` defaults
+to the run's ``seed``.
 """
 
 from __future__ import annotations
@@ -36,34 +38,34 @@ import numpy as np
 
 from ..errors import check_range
 from . import METHODS
-from ._perturbation import FeatureConfig, make_masked_model, to_explanation
+from ._perturbation import FEATURE_PARAMS, PerturbationSetup, to_explanation
 from .base import Method
 
 
+@METHODS.register("lime")
 class Lime(Method):
     name = "lime"
+    extra_parameters = FEATURE_PARAMS
 
     def __init__(self, n_samples: int = 512, batch_size: int = 32, seed: int = 0, kernel_width: float = 0.25,
-                 **features):
-        self.n_samples = check_range("method.n_samples", n_samples, 2, 10 ** 7, integer=True)
-        self.batch_size = check_range("method.batch_size", batch_size, 1, 1 << 20, integer=True)
-        self.seed = check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
+                 budget: str = "refuse", **features):
+        self.setup = PerturbationSetup(n_samples, batch_size, seed, budget, lo=2, **features)
         self.kernel_width = check_range("method.kernel_width", kernel_width, 1e-6, 1e6)
-        self.cfg = FeatureConfig(**features)
 
     def params(self):
-        return {"n_samples": self.n_samples, "seed": self.seed, "kernel_width": self.kernel_width,
-                **self.cfg.params()}
+        return {**self.setup.params(), "kernel_width": self.kernel_width}
 
     def explain(self, adapter, x, target):
         from lime.lime_base import LimeBase
         from sklearn.metrics import pairwise_distances
         from threadpoolctl import threadpool_limits
 
-        f, ids = make_masked_model(adapter, x, target, self.cfg, self.batch_size, self.seed)
+        s = self.setup
+        ids, cell = s.features(adapter, x, "lime")
+        f = s.value_function(adapter, x, target, ids)
         M = int(ids.max()) + 1
         # the draw of LimeImageExplainer(random_state=seed).data_labels, value for value
-        z = np.random.RandomState(self.seed).randint(0, 2, self.n_samples * M).reshape(self.n_samples, M)
+        z = np.random.RandomState(s.seed).randint(0, 2, s.n_samples * M).reshape(s.n_samples, M)
         z[0, :] = 1
         z = z.astype(np.float64)
         y = f(z)[:, None]
@@ -73,16 +75,11 @@ class Lime(Method):
         def kernel(dist):
             return np.sqrt(np.exp(-(dist ** 2) / kw ** 2))
 
-        base = LimeBase(kernel, verbose=False, random_state=self.seed)
+        base = LimeBase(kernel, verbose=False, random_state=s.seed)
         with threadpool_limits(1, user_api="blas"):  # small regression: one BLAS thread (see shap_method)
             intercept, exp, score, _ = base.explain_instance_with_data(z, y, d, 0, M, feature_selection="none")
         phi = np.zeros(M)
         for k, wgt in exp:
             phi[int(k)] = wgt
-        return to_explanation(phi, ids, adapter, f.n_forward, intercept=np.float64(intercept),
+        return to_explanation(phi, ids, adapter, cell=np.float64(cell), intercept=np.float64(intercept),
                               score=np.float64(score))
-
-
-@METHODS.register("lime")
-def _lime(**params):
-    return Lime(**params)

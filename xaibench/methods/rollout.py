@@ -1,42 +1,31 @@
-"""Attention rollout (Abnar & Zuidema, ACL 2020, "Quantifying attention flow in
-Transformers"; the rule as in Chefer et al.'s reference code, protocols.md s. 3).
+"""Attention rollout (Abnar & Zuidema, ACL 2020, "Quantifying attention flow in Transformers";
+the rule as in Chefer et al.'s reference code, docs/protocols.md "Chefer's rules").
 
 Per attention layer ``l`` (heads averaged, identity for the residual path)::
 
     A'_l = rownorm(mean_h A_l + I)          R = A'_L A'_{L-1} ... A'_1
 
-* ViT: explanation ``R[CLS, patches]``; a ViT without a CLS token uses the
-  column mean below.
-* Swin (no CLS, global average pooling): ``A_l`` is block ``l``'s window
-  attention scattered into the global token matrix of its stage (shift undone,
-  :func:`xaibench.models.tokens.window_to_global`).  Between stages, patch
-  merging joins each 2x2 group of tokens into one; the relevance of a merged
-  token is the average of its four parents' rows, ``R_{s+1} = M R_s`` with
-  ``M = merge_matrix(grid_s)`` (N_s/4 x N_s, 1/4 on the parents).  The full
-  product is ``R = A'_L ... M ... A'_1`` (N_last x N_first); the explanation is
-  its column mean ``(1/N_last) sum_i R[i, j]`` (the relevance of the pooled
-  representation) at the first stage's token grid.
-* TimeSformer (divided space-time): every layer has a temporal then a spatial
-  attention; each is embedded into one token-to-token matrix over the
-  ``1 + T*P`` tokens (see :mod:`xaibench.methods._relevance`):
+explanation = the readout row of ``R`` on the first used layer's patch tokens
+(:mod:`xaibench.methods._relevance`): ``R[CLS, patches]`` for a CLS readout,
+the mean of the CLS and distillation rows for DeiT, and the column mean
+``(1/n) sum_i R[i, j]`` (the relevance of the pooled representation) for a
+pooled readout (Swin, VideoMAE).
 
-  - ``T'_l``: block diagonal over patches, patch p's block
-    ``rownorm(mean_h A^temp_{l,p} + I)`` over its T frames; the CLS is
-    untouched by temporal attention, so its row and column are the identity's;
-  - ``S'_l``: block diagonal over frames, frame t's block
-    ``B_t = rownorm(mean_h A^spat_{l,t} + I)`` over [CLS copy, P patches];
-    patch rows ``S'[(t,p), .] = B_t[1+p, .]`` (the CLS column receives the
-    weight on the CLS copy); the CLS row is the mean over frames of the copies'
-    rows, ``S'[CLS, (t,q)] = B_t[0, 1+q] / T`` and
-    ``S'[CLS, CLS] = mean_t B_t[0, 0]``, because the model sets the new CLS to
-    the old CLS plus the frame mean of the copies' attention outputs;
+* Swin: ``A_l`` is block ``l``'s window attention scattered into the global
+  token matrix of its stage (shift undone); between stages, patch merging
+  joins 2x2 tokens and ``R_{s+1} = M R_s`` with ``M`` averaging the parents.
+* Divided space-time (TimeSformer): every layer has a temporal then a spatial
+  attention, each embedded into one matrix over the ``1 + T*P`` tokens: the
+  temporal one block diagonal over patches (CLS untouched: identity row and
+  column), the spatial one block diagonal over frames with the CLS row the
+  frame mean of the CLS copies' rows (the model averages the copies);
+  ``A'_l = S'_l T'_l``.  Joint space-time attention (ViViT, VideoMAE) is one
+  global matrix per layer.
 
-  ``A'_l = S'_l T'_l`` (temporal first, then spatial), ``R = A'_L ... A'_1``;
-  explanation ``R[CLS, (t, p)]`` -> (T, h, w); frame scores = per-frame sums.
-
-All matrices are row-stochastic, so the explanation sums to 1.  Computed as
-vector-matrix products from the readout row (no dense N x N product);
-``n_forward = 1``, no gradients.
+All matrices are row-stochastic, so the explanation sums to 1.  ``layers``:
+how many last layers are used (default: all; Chefer et al.'s evaluation code
+starts at layer 1 of ViT-B, i.e. ``layers = 11`` there, see stdnorm_paper).
+Computed as vector-matrix products from the readout row; no gradients.
 """
 
 from __future__ import annotations
@@ -46,14 +35,13 @@ from ._relevance import PropagationMethod, rollout_block
 from .base import Method
 
 
+@METHODS.register("rollout")
 class Rollout(PropagationMethod, Method):
     name = "rollout"
+    residual = False
+    pool = "mean"
+    cls_self = 1.0
+    cls_rows = "mean"
 
-    def explain(self, adapter, x, target):
-        return self._explain(adapter, x, target, rollout_block, grads=False, residual=False, readout_no_cls="mean",
-                             cls_self=1.0, cls_rows="mean")
-
-
-@METHODS.register("rollout")
-def _rollout(**params):
-    return Rollout(**params)
+    def block(self, rec):
+        return rollout_block(rec)

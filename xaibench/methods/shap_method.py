@@ -5,7 +5,8 @@ Shapley values of the set function ``v(S) = f(x_S, b_{not S})`` -- ``f`` the
 target-class logit, ``x_S`` the input with the interpretable features in ``S``
 kept and all others replaced by the baseline ``b`` (black by default) -- over
 M features (superpixels for images, space-time tubelets or SLIC supervoxels
-for video; :mod:`xaibench.methods._perturbation`)::
+for video; :mod:`xaibench.perturb`), with the budget rule of
+:mod:`xaibench.methods._perturbation` (``n_samples >= min(4 M, 2^M)``)::
 
     phi = argmin_phi  sum_z  pi(z) (v(z) - v(0) - phi . z)^2
           s.t.        sum_f phi_f = v(1) - v(0) = f(x) - f(b)
@@ -25,8 +26,8 @@ explainer's expected value is ``f(b)``.
 Seeding: KernelExplainer draws from numpy's *global* generator; the call runs
 under ``np.random.seed(seed)`` and restores the previous global state after,
 so equal seeds give identical values.  Model evaluations are batched
-(``batch_size``); ``n_forward`` counts every evaluated input (the coalitions,
-``f(x)`` and ``f(b)``).  Feature values are painted onto their regions
+(``batch_size``); the adapter counts every evaluated input (the coalitions,
+``f(x)`` and ``f(b)``).  ``seed`` defaults to the run's ``seed``.  Feature values are painted onto their regions
 (``volume``); see :func:`xaibench.methods._perturbation.to_explanation`.
 """
 
@@ -37,50 +38,46 @@ import warnings
 
 import numpy as np
 
-from ..errors import check_range
 from . import METHODS
-from ._perturbation import FeatureConfig, make_masked_model, to_explanation
+from ._perturbation import FEATURE_PARAMS, PerturbationSetup, to_explanation
 from .base import Method
 
 
+@METHODS.register("shap")
 class Shap(Method):
     name = "shap"
+    extra_parameters = FEATURE_PARAMS
 
-    def __init__(self, n_samples: int = 512, batch_size: int = 32, seed: int = 0, **features):
-        self.n_samples = check_range("method.n_samples", n_samples, 1, 10 ** 7, integer=True)
-        self.batch_size = check_range("method.batch_size", batch_size, 1, 1 << 20, integer=True)
-        self.seed = check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
-        self.cfg = FeatureConfig(**features)
+    def __init__(self, n_samples: int = 512, batch_size: int = 32, seed: int = 0, budget: str = "refuse",
+                 **features):
+        self.setup = PerturbationSetup(n_samples, batch_size, seed, budget, lo=1, **features)
 
     def params(self):
-        return {"n_samples": self.n_samples, "seed": self.seed, **self.cfg.params()}
+        return self.setup.params()
 
     def explain(self, adapter, x, target):
         import shap
         from threadpoolctl import threadpool_limits
 
-        f, ids = make_masked_model(adapter, x, target, self.cfg, self.batch_size, self.seed)
+        s = self.setup
+        ids, cell = s.features(adapter, x, "shap")
+        f = s.value_function(adapter, x, target, ids)
         M = int(ids.max()) + 1
         state = np.random.get_state()
         shap_log = logging.getLogger("shap")
         level = shap_log.level
         try:
-            np.random.seed(self.seed)
+            np.random.seed(s.seed)
             shap_log.setLevel(logging.ERROR)
             # one BLAS thread for the small regressions: multi-threaded BLAS idling in spin waits
             # beside the model's threads cost more than the solve itself
             with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
                 warnings.simplefilter("ignore")
                 explainer = shap.KernelExplainer(f, np.zeros((1, M)))
-                phi = explainer.shap_values(np.ones((1, M)), nsamples=self.n_samples, l1_reg=False, silent=True)
+                phi = explainer.shap_values(np.ones((1, M)), nsamples=s.n_samples, l1_reg=False, silent=True)
         finally:
             np.random.set_state(state)
             shap_log.setLevel(level)
         phi = np.asarray(phi, dtype=np.float64).reshape(-1)[:M]
-        return to_explanation(phi, ids, adapter, f.n_forward,
+        return to_explanation(phi, ids, adapter, cell=np.float64(cell),
                               expected_value=np.asarray(explainer.expected_value, dtype=np.float64))
-
-
-@METHODS.register("shap")
-def _shap(**params):
-    return Shap(**params)

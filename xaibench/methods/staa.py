@@ -33,16 +33,32 @@ Enhanced STAA (``enhance=True``)
    Frame scores stay ``tau``.
 
 The paper does not publish lambda, the temporal aggregation or the focusing
-formula (protocols.md section 1); the choices above are ours and each is a
+formula (docs/protocols.md, "STAA"); the choices above are ours and each is a
 config value.  The default ``lambda`` was chosen on the synthetic validation
 split (see ``results/lambda_selection.csv`` and the README).
 
-Images (ViT, Swin; T = 1)
--------------------------
-ViT: the CLS row of the last layers' attention.  Swin has no CLS token: the
-attention each token receives, averaged over all querying tokens, of the last
-blocks' window attention scattered into the global token matrix
-(:func:`xaibench.models.tokens.window_to_global`).  ``tau = [1]``.
+Any model, from the adapter's declarations
+------------------------------------------
+The spatial map is the *readout row* of the last layers' attention (head mean),
+``r_l = v0 A_l`` on the patch tokens (:func:`xaibench.methods._relevance.readout_rows`):
+for a CLS readout the CLS-to-patch attention (with divided attention, each
+frame's CLS copy: the formula above); for DeiT the mean of the CLS and
+distillation rows; for a pooled readout (Swin, VideoMAE) the attention each
+token receives, averaged over all querying tokens (Swin: the last stage's
+window attention scattered into the global matrix).  ``m_t`` = ``mean_l r_l``
+restricted to token frame t, renormalised to sum 1.
+
+Temporal importance for *joint* space-time attention (ViViT, VideoMAE: one
+attention over all frames' tokens, no separate temporal attention):
+
+* ``temporal_attention``: ``tau_t = mean_l mean_{heads, queries i} sum_{j in frame t} A_l[i, j]``,
+  the share of all attention that frame t's tokens receive (the joint
+  analogue of the temporal attention a frame receives), normalised;
+* ``cls_mass``: ``tau_t`` proportional to ``sum_{p in frame t} r(p)``, the share of the
+  readout row that falls on frame t.
+
+Token frames of a tubelet model (VideoMAE, ViViT: 2 input frames per token
+frame) give the same map and score to both input frames.  Images: ``tau = [1]``.
 """
 
 from __future__ import annotations
@@ -50,16 +66,16 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError, check_range
-from ..models.tokens import window_to_global
 from . import METHODS
-from .base import Explanation, Method, upsample
+from ._relevance import head_mean, patch_part, readout_rows
+from .base import Method, from_token_map
 
 TEMPORAL = ("temporal_attention", "cls_mass", "uniform")
 SMOOTHING = ("none", "ema")
 
 
 def focus(token_map: torch.Tensor, lam: float) -> torch.Tensor:
-    """Per-frame dynamic threshold: zero every value below ``mu_t + lam * sigma_t``."""
+    """Per-frame dynamic threshold: zero every value below ``mu_t + lam * sigma_t`` (token map (T, h, w))."""
     flat = token_map.flatten(1)
     mu = flat.mean(1, keepdim=True)
     sigma = flat.std(1, unbiased=False, keepdim=True)
@@ -68,14 +84,17 @@ def focus(token_map: torch.Tensor, lam: float) -> torch.Tensor:
 
 
 def ema(maps: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``m~_0 = m_0``, ``m~_t = alpha m_t + (1 - alpha) m~_{t-1}`` along the first axis."""
     out = maps.clone()
     for t in range(1, maps.shape[0]):
         out[t] = alpha * maps[t] + (1 - alpha) * out[t - 1]
     return out
 
 
+@METHODS.register("staa")
 class STAA(Method):
     name = "staa"
+    aliases = {"lambda": "lam"}
 
     def __init__(self, layers: int = 1, enhance: bool = False, lam: float = 1.0, smoothing: str = "none",
                  alpha: float = 0.3, temporal: str = "temporal_attention", upsample: str = "bilinear"):
@@ -99,67 +118,50 @@ class STAA(Method):
                 p["alpha"] = self.alpha
         return p
 
-    def _last(self, recs):
-        if self.layers > len(recs):
-            raise UserError(f"method.layers={self.layers} is out of range: the model has {len(recs)} layers "
-                            f"(allowed range is [1, {len(recs)}])")
-        return recs[-self.layers:]
+    def trace_request(self, adapter):
+        """The one forward pass STAA needs: attention of the last ``layers`` blocks only."""
+        n = adapter.num_layers
+        if self.layers > n:
+            raise UserError(f"method.layers={self.layers} is out of range: the model has {n} layers "
+                            f"(allowed range is [1, {n}])")
+        return {"attentions": True, "layers": self.layers}
 
-    def raw_maps(self, trace, adapter):
-        """(spatial maps m (T, h, w) each summing to 1, temporal importance tau (T,))."""
-        if adapter.arch == "timesformer":
-            spatial = self._last(trace.of_kind("spatial"))
-            temporal = self._last(trace.of_kind("temporal"))
-            cls = torch.stack([r.probs[0].mean(1)[:, 0, 1:] for r in spatial]).mean(0)  # (T, P)
-            T = cls.shape[0]
-            if self.temporal == "temporal_attention":
-                tau = torch.stack([r.probs[0].mean(dim=(0, 1, 2)) for r in temporal]).mean(0)
-            elif self.temporal == "cls_mass":
-                tau = cls.sum(1)
-            else:
-                tau = torch.ones(T)
-            m = cls
-        elif adapter.arch == "vit":
-            recs = self._last(trace.of_kind("global"))
-            m = torch.stack([r.probs[0].mean(0)[0, 1:] for r in recs]).mean(0)[None]
-            tau = torch.ones(1)
-        elif adapter.arch == "swin":
-            recs = trace.of_kind("window")
-            last_grid = recs[-1].grid
-            recs = self._last([r for r in recs if r.grid == last_grid])
-            cols = []
-            for r in recs:
-                g = window_to_global(r.probs[:1], r.grid, r.window, r.shift)[0].mean(0)  # (N, N)
-                cols.append(g.mean(0))
-            m = torch.stack(cols).mean(0)[None]
-            tau = torch.ones(1)
+    def raw_maps(self, adapter, trace):
+        """(spatial maps m (B, T', h, w), each frame summing to 1; temporal importance tau (B, T'))."""
+        n = adapter.num_layers
+        mine = [r for r in trace.attentions if r.layer >= n - self.layers]
+        recs = [r for r in mine if r.kind != "temporal"]
+        recs = [r for r in recs if r.stage == recs[-1].stage]  # the last stage's token grid
+        rows = readout_rows(adapter.layout, recs).mean(1)  # (B, T', h, w)
+        B, T = rows.shape[:2]
+        if self.temporal == "uniform" or T == 1:
+            tau = torch.ones(B, T, dtype=rows.dtype, device=rows.device)
+        elif self.temporal == "cls_mass":
+            tau = rows.flatten(2).sum(2)
         else:
-            raise UserError(f"STAA does not support architecture {adapter.arch!r}")
-        h, w = last_grid if adapter.arch == "swin" else adapter.grid
-        m = m / m.sum(1, keepdim=True).clamp_min(1e-12)
-        tau = tau / tau.sum().clamp_min(1e-12)
-        return m.view(-1, h, w), tau
+            temporal = [r for r in mine if r.kind == "temporal"]
+            if temporal:  # divided attention: the temporal attention each frame receives
+                tau = torch.stack([head_mean(r.probs).double().mean(dim=(1, 2)) for r in temporal]).mean(0)
+            else:  # joint attention: the share of all attention that lands on each frame's tokens
+                shares = []
+                for r in recs:
+                    received = head_mean(r.probs).double().mean(1)  # (B, n): mean over queries
+                    shares.append(patch_part(r, received).flatten(2).sum(2))
+                tau = torch.stack(shares).mean(0)
+        m = rows / rows.flatten(2).sum(2).clamp_min(1e-12)[..., None, None]
+        tau = tau / tau.sum(1, keepdim=True).clamp_min(1e-12)
+        return m, tau
 
-    def explain(self, adapter, x, target):
-        # record only the last layers' attention (TimeSformer: a temporal and a spatial record per layer)
-        per_layer = 2 if adapter.arch == "timesformer" else 1
-        n_points = len(adapter.attention_points())
-        k = min(self.layers * per_layer, n_points)
-        trace = adapter.trace(x[None], target=target, attentions=True, layers=range(-k, 0))
-        if self.layers * per_layer > n_points:
-            self._last([None] * (n_points // per_layer))  # raises the out-of-range message
-        m, tau = self.raw_maps(trace, adapter)
+    def from_maps(self, adapter, m, tau):
+        """Raw or enhanced STAA of one sample from its maps m (T', h, w) and tau (T',)."""
         if self.enhance and self.smoothing == "ema":
             m = ema(m, self.alpha)
         token_map = tau[:, None, None] * m
         if self.enhance:
             token_map = focus(token_map, self.lam)
-        vol = upsample(token_map, (adapter.image_size, adapter.image_size), self.upsample)
-        return Explanation(volume=vol, frame_scores=tau, token_map=token_map, n_forward=1, n_backward=0)
+        return from_token_map(token_map, adapter.image_size, adapter.layout.tubelet, frame_scores=tau,
+                              mode=self.upsample)
 
-
-@METHODS.register("staa")
-def _staa(**params):
-    if "lambda" in params:
-        params["lam"] = params.pop("lambda")
-    return STAA(**params)
+    def explain_trace(self, adapter, trace):
+        m, tau = self.raw_maps(adapter, trace)
+        return [self.from_maps(adapter, m[i], tau[i]) for i in range(m.shape[0])]

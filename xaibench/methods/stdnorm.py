@@ -6,7 +6,7 @@ adds the per-token standard deviation by which the layer norm before each
 attention divides its input; it normalises each layer's matrix to sum to one
 before adding the identity, averages the rows of merged patches in Swin, reads
 out Swin by summing the final relevance matrix over its rows (column sums) and
-uses the last two layers.  Its exact formula is not public (protocols.md s. 2);
+uses the last two layers.  Its exact formula is not public (docs/protocols.md, "Std-normalised attribution");
 ours is::
 
     s_l[j]  = 1 / sigma_l[j]      if use_std  else 1
@@ -25,15 +25,16 @@ stops high-variance tokens (e.g. image corners) from dominating.  The sum in
 With all ``sigma_l[j]`` equal (or ``use_std=False``) the std term cancels in
 the normalisation and the rule is Chefer's with per-layer sum normalisation.
 
-Architectures (token layouts in :mod:`xaibench.methods._relevance`):
+Readout and token layouts as in :mod:`xaibench.methods.chefer` (see
+:mod:`xaibench.methods._relevance`):
 
-* ViT: ``R[CLS, patches]``.
-* Swin: window matrices scattered into the stage's global token matrix with
+* CLS readout (ViT): ``R[CLS, patches]``.
+* Swin (pooled): window matrices scattered into the stage's global token matrix with
   the cyclic shift undone; patch merging ``R <- M R`` (rows of the 2x2 merged
   patches averaged, ``merge_matrix``); readout: column sums ``sum_i R[i, j]``
   at the token grid of the first used block (for the last two blocks of
   Swin-T, its 7x7 final stage).
-* TimeSformer: each layer contributes its temporal then its spatial matrix,
+* Divided space-time attention (TimeSformer): each layer contributes its temporal then its spatial matrix,
   embedded over the ``1 + T*P`` tokens as in :mod:`chefer` (spatial CLS row =
   sum over frames of the copies' gradient-weighted rows), each normalised
   and std-weighted on its own (temporal: ``sigma`` of ``temporal_layernorm``
@@ -52,33 +53,34 @@ from .base import Method
 
 
 def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
-    """``Atil_l`` in the record's block layout."""
+    """``Atil_l`` in the record's block layout, for every sample of the batch."""
     w = chefer_block(rec)
     if use_std:
         if rec.ln_std is None:
             raise NotApplicable(f"attention {rec.name} has no layer norm statistics (no layer norm before it)")
-        w = scale_columns(rec, w, 1.0 / rec.ln_std[0].to(w.dtype))
+        w = scale_columns(rec, w, 1.0 / rec.ln_std.to(w.dtype))
     total = embedded_sum(rec, w, cls_rows="sum")
-    return w / total if total > 0 else torch.zeros_like(w)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return torch.where(total.view(shape) > 0, w / total.clamp_min(1e-300).view(shape), torch.zeros_like(w))
 
 
+@METHODS.register("stdnorm")
 class StdNorm(PropagationMethod, Method):
     name = "stdnorm"
     default_layers = 2
+    grads = True
+    residual = True
+    pool = "sum"
+    cls_self = 0.0
+    cls_rows = "sum"
 
     def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear"):
         super().__init__(layers, upsample)
         self.use_std = bool(use_std)
+        self.ln_stats = self.use_std
 
     def params(self):
         return {"layers": self.layers, "use_std": self.use_std}
 
-    def explain(self, adapter, x, target):
-        return self._explain(adapter, x, target, lambda r: stdnorm_block(r, self.use_std), grads=True,
-                             residual=True, readout_no_cls="sum", cls_self=0.0, cls_rows="sum",
-                             ln_stats=self.use_std)
-
-
-@METHODS.register("stdnorm")
-def _stdnorm(**params):
-    return StdNorm(**params)
+    def block(self, rec):
+        return stdnorm_block(rec, self.use_std)

@@ -9,6 +9,7 @@ requirement a dataset cannot meet and records why.
 
 All randomness comes from ``ctx.rng`` (a ``numpy.random.Generator`` seeded by
 the harness from the run seed and the sample id), never from a global RNG.
+Model passes are counted by the adapter, not by the metric.
 
 Dataset-level metrics (the ``reduce`` hook)
 -------------------------------------------
@@ -21,23 +22,22 @@ Such a metric
   hidden values are not listed in ``outputs`` and are not reported per sample;
 * defines ``reduce(rows) -> {name: value}`` (a classmethod or method), where
   ``rows`` is the list, over the samples of one (benchmark, method) pair, of
-  the hidden (underscore) entries of the dicts ``compute`` returned (the
-  harness may pass the whole dicts; ``reduce`` must only rely on the hidden
-  entries); skipped samples are simply absent.  The keys it returns are names in
-  ``outputs``; the harness writes them as aggregate rows
-  (``sample_id = "__aggregate__"``) that replace the mean of the per-sample
-  values for those names.
+  the hidden (underscore) entries of the dicts ``compute`` returned; skipped
+  samples are simply absent.  The keys it returns are names in ``outputs``;
+  the harness writes them as aggregate rows (``sample_id = "__aggregate__"``)
+  that replace the mean of the per-sample values for those names.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..methods.base import Explanation
+from ..explanation import Explanation
 
 
 @dataclass
@@ -53,7 +53,14 @@ class EvalContext:
     mask: Optional[torch.Tensor] = None  # (T, H, W) bool ground truth
     frames: Optional[torch.Tensor] = None  # (T,) bool evidence frames
     timing: Dict[str, float] = field(default_factory=dict)  # explain_s etc. filled by the harness
-    counters: Dict[str, int] = field(default_factory=dict)  # forward passes used by metrics so far
+    counters: Dict[str, float] = field(default_factory=dict)  # passes etc. filled by the harness
+    shared_seed: Tuple[int, ...] = (0,)  # (run seed, sample) -- the same for every method of a sample
+
+    def shared_rng(self, tag: str) -> np.random.Generator:
+        """A generator seeded by the run seed, the sample and ``tag`` only: every method of a sample gets
+        the same draws (e.g. faithfulness correlation's subsets), so methods are compared on paired
+        perturbations and their model outputs are shared."""
+        return np.random.default_rng([*self.shared_seed, zlib.crc32(tag.encode())])
 
 
 class Metric:
@@ -71,13 +78,3 @@ class Metric:
 
     def compute(self, ctx: EvalContext) -> Dict[str, float]:
         raise NotImplementedError
-
-
-def forward_batched(ctx: EvalContext, xs: torch.Tensor, batch_size: Optional[int] = None) -> torch.Tensor:
-    """Logits of a stack of perturbed inputs (K, T, C, H, W), ``batch_size`` (default ``ctx.batch_size``) at a time.
-
-    Counts the forward passes (one per input) in ``ctx.counters['forward']``.
-    """
-    out = ctx.adapter.predict(xs, batch_size=batch_size or ctx.batch_size)
-    ctx.counters["forward"] = ctx.counters.get("forward", 0) + xs.shape[0]
-    return out

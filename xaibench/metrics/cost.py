@@ -5,23 +5,24 @@ Reported by the ``cost`` metric (all lower-is-better):
 * ``explain_time_s``: wall-clock seconds of the method's ``explain`` call for
   this sample (``time.perf_counter``, measured by the harness around the call,
   after one warm-up explanation per model and method): ``ctx.timing['explain_s']``;
-* ``n_forward`` / ``n_backward``: model passes the method used, as reported in
-  its :class:`~xaibench.methods.base.Explanation` (a batched call of k inputs
-  counts k);
+* ``n_forward`` / ``n_backward``: model passes the method used, counted by the
+  adapter around the call (``ctx.counters['explain_forward']`` /
+  ``['explain_backward']``; every input of a batch counts one pass; an
+  explanation computed for a batch of B samples is charged 1/B of it);
 * ``explain_peak_mem_mb``: peak additional resident memory (MiB) of the
   ``explain`` call, ``ctx.timing['explain_peak_mb']`` as measured by
   :func:`measure` (NaN if the harness did not measure it);
 * ``eval_time_s``: wall-clock seconds the *other* metrics of this sample took,
   ``ctx.timing['eval_s']`` (NaN if not filled);
 * ``eval_n_forward``: forward passes the other metrics of this sample used,
-  ``ctx.counters['forward']`` (counted by
-  :func:`~xaibench.metrics.base.forward_batched`).
+  ``ctx.counters['eval_forward']`` (counted by the adapter; passes answered
+  by the in-run output cache are not passes).
 
 Contract with the harness: it wraps ``method.explain`` in :func:`measure` and
 stores ``m.seconds`` in ``ctx.timing['explain_s']`` and ``m.peak_mb`` in
 ``ctx.timing['explain_peak_mb']``; for ``eval_time_s`` / ``eval_n_forward`` it
 computes ``cost`` *last* among a sample's metrics, with ``ctx.timing['eval_s']``
-= the other metrics' summed wall-clock seconds and ``ctx.counters['forward']``
+= the other metrics' summed wall-clock seconds and ``ctx.counters['eval_forward']``
 = their summed forward passes.  The optional outputs (``explain_peak_mem_mb``,
 ``eval_time_s``, ``eval_n_forward``) are returned only when their input is in
 ``ctx.timing``, so a harness that does not measure them writes no NaN rows.
@@ -130,13 +131,13 @@ class Cost(Metric):
     def compute(self, ctx):
         out = {
             "explain_time_s": float(ctx.timing.get("explain_s", NAN)),
-            "n_forward": float(ctx.explanation.n_forward),
-            "n_backward": float(ctx.explanation.n_backward),
+            "n_forward": float(ctx.counters.get("explain_forward", NAN)),
+            "n_backward": float(ctx.counters.get("explain_backward", NAN)),
         }
         # reported only when the harness measured them (no rows of NaN otherwise)
         if "explain_peak_mb" in ctx.timing:
             out["explain_peak_mem_mb"] = float(ctx.timing["explain_peak_mb"])
         if "eval_s" in ctx.timing:
             out["eval_time_s"] = float(ctx.timing["eval_s"])
-            out["eval_n_forward"] = float(ctx.counters.get("forward", 0))
+            out["eval_n_forward"] = float(ctx.counters.get("eval_forward", 0))
         return out

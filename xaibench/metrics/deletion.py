@@ -1,8 +1,9 @@
 """Deletion and insertion curves (Petsiuk, Das & Saenko, "RISE", BMVC 2018, section 4.1).
 
-Features (``pixel`` | ``patch`` | ``tubelet``) are ranked by decreasing mean
-attribution (:func:`~xaibench.metrics.perturb.rank`, ties in seeded random
-order).  With ``F`` features and ``n = min(n_steps, F)`` steps, step ``i``
+Features (:mod:`xaibench.perturb`: grid cells, tubelets or superpixels) are
+ranked by decreasing mean attribution; with tied features the AUC is the mean
+over ``tie_draws`` seeded random orders of the ties (the tie policy of
+:mod:`xaibench.metrics.perturbation`).  With ``F`` features and ``n = min(n_steps, F)`` steps, step ``i``
 (``i = 0 .. n``) acts on the top ``k_i = floor(i F / n)`` features and sits at
 ``x_i = k_i / F`` (so x runs over [0, 1] and includes 0 and 1).  ``y`` is the
 softmax probability of the target class (``output='prob'``, the default;
@@ -17,7 +18,8 @@ softmax probability of the target class (``output='prob'``, the default;
 AUC = trapezoid rule over the points ``(x_i, y_i)``, i = 0 .. n
 (``numpy.trapezoid``); with probabilities it lies in [0, 1].  The clean
 input's output comes from the harness's logits (no extra pass), so each curve
-costs ``n`` forward passes.  Baseline default ``zero`` (RISE deletes to black
+costs ``n`` forward passes per order (cuts shared by the orders are
+evaluated once).  Baseline default ``zero`` (RISE deletes to black
 and inserts onto a blurred copy: set ``baseline: blur`` for insertion to
 follow it).
 """
@@ -25,12 +27,10 @@ follow it).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..errors import check_range
 from . import METRICS
-from .perturb import feature_scores, rank
-from .perturbation import PerturbationMetric, target_output
+from .perturbation import PerturbationMetric
 
 
 class _Curve(PerturbationMetric):
@@ -44,27 +44,25 @@ class _Curve(PerturbationMetric):
     def params(self):
         return {"n_steps": self.n_steps, **super().params()}
 
-    def curve(self, ctx):
-        """(x, y): fraction of features acted on and the target output, n + 1 points."""
+    def curves(self, ctx):
+        """(x, [y per order]): fraction of features acted on and the target output, n + 1 points each."""
         ids = self.ids(ctx)
-        order = rank(feature_scores(self.attribution(ctx), ids), ctx.rng)
-        F = order.numel()
+        orders = self.orders(ctx, ids)
+        F = orders[0].numel()
         n = min(self.n_steps, F)
         k = [(i * F) // n for i in range(n + 1)]
-        # rows to evaluate: deletion i = 1..n, insertion i = 0..n-1 (the clean input is ctx.logits)
-        rows = range(1, n + 1) if not self.insertion else range(0, n)
-        keep = torch.zeros(len(rows), F, dtype=torch.bool) if self.insertion else torch.ones(len(rows), F,
-                                                                                             dtype=torch.bool)
-        for r, i in enumerate(rows):
-            keep[r, order[: k[i]]] = self.insertion
-        y = target_output(self.predict_keep(ctx, self.make_baseline(ctx), ids, keep), ctx.target, self.output)
+        # evaluated cuts: deletion i = 1..n, insertion i = 0..n-1 (the clean input's output is ctx.logits)
+        ks = k[1:] if not self.insertion else k[:-1]
         y0 = self.y0(ctx)
-        y = np.concatenate([[y0], y]) if not self.insertion else np.concatenate([y, [y0]])
-        return np.asarray(k, dtype=np.float64) / F, y
+        ys = []
+        for order in orders:
+            y = self.outputs_at(self.cut_logits(ctx, ids, order, ks, keep_top=self.insertion), ctx)
+            ys.append(np.concatenate([[y0], y]) if not self.insertion else np.concatenate([y, [y0]]))
+        return np.asarray(k, dtype=np.float64) / F, ys
 
     def compute(self, ctx):
-        x, y = self.curve(ctx)
-        return {self.name: float(np.trapezoid(y, x))}
+        x, ys = self.curves(ctx)
+        return {self.name: float(np.mean([np.trapezoid(y, x) for y in ys]))}
 
 
 @METRICS.register("deletion_auc")

@@ -1,7 +1,8 @@
 """Faithfulness by correlation and by monotonicity (Bhatt 2020; Nguyen & Martinez 2020; Arya 2019).
 
 Common ground (:class:`~xaibench.metrics.perturbation.PerturbationMetric`): the input
-is split into ``F`` features (``pixel`` | ``patch`` | ``tubelet``); "removing"
+is split into ``F`` features (grid cells, tubelets, pixels or superpixels,
+:mod:`xaibench.perturb`); "removing"
 a feature sets its positions (all colour channels) to the ``baseline``
 (``zero`` by default).  ``a_f`` is feature ``f``'s *summed* attribution over
 its positions (after ``|.|`` when ``abs``); orderings use the *mean* over the
@@ -39,7 +40,7 @@ from scipy import stats
 
 from ..errors import UserError, check_range
 from . import METRICS
-from .perturb import feature_scores, feature_totals, rank
+from ..perturb import feature_means, feature_totals
 from .perturbation import PerturbationMetric, target_output
 
 
@@ -66,7 +67,9 @@ class FaithfulnessCorrelation(PerturbationMetric):
     feature-based model explanations", eq. for mu_F; as in Quantus ``FaithfulnessCorrelation``).
 
     For runs ``r = 1 .. nr_runs`` draw a subset ``S_r`` of ``|S|`` distinct features
-    uniformly at random (``ctx.rng.choice(F, |S|, replace=False)``), set it to the
+    uniformly at random (``rng.choice(F, |S|, replace=False)``, with a generator
+    seeded per *sample*, so every method of a sample is scored on the same
+    subsets: a paired comparison, and shared forward passes), set it to the
     baseline and record
 
         ``s_r = sum_{f in S_r} a_f``   and   ``d_r = y0 - y(x_{S_r -> baseline})``.
@@ -120,15 +123,14 @@ class FaithfulnessCorrelation(PerturbationMetric):
         a = self.attribution(ctx)
         if self.abs:
             a = a.abs()
-        tot = feature_totals(a, ids).numpy()
+        tot = feature_totals(a, ids).cpu().numpy()
         n = tot.shape[0]
-        if subsets is None:
-            subsets = self.draw_subsets(ctx.rng, n)
+        if subsets is None:  # drawn per sample, not per method: every method is scored on the same subsets
+            subsets = self.draw_subsets(ctx.shared_rng(self.name), n)
         subsets = np.asarray(subsets, dtype=np.int64)
-        base = self.make_baseline(ctx)
         keep = torch.ones(subsets.shape[0], n, dtype=torch.bool)
         keep[torch.arange(subsets.shape[0])[:, None], torch.from_numpy(subsets)] = False
-        y = target_output(self.predict_keep(ctx, base, ids, keep), ctx.target, self.output)
+        y = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
         drops = self.y0(ctx) - y
         sums = tot[subsets].sum(1)
         return {"faithfulness_correlation": _corr("pearson", sums, drops), "sums": sums, "drops": drops}
@@ -152,15 +154,17 @@ class _Ascending(PerturbationMetric):
                 **super().params()}
 
     def chunks(self, ctx):
-        """(ids, per-feature summed attribution, list of feature-index chunks in ascending order)."""
+        """(ids, per-feature summed attribution, [chunks in ascending order, one list per tie order])."""
         ids = self.ids(ctx)
         a = self.attribution(ctx)
         if self.abs:
             a = a.abs()
-        order = rank(feature_scores(a, ids), ctx.rng).flip(0)  # ascending, ties in seeded random order
-        n = order.numel()
+        from ..perturb import tie_orders
+
+        orders = tie_orders(-feature_means(a, ids), ctx.rng, self.tie_draws)  # ascending attribution
+        n = orders[0].numel()
         k = _steps(n, self.features_in_step, self.n_steps)
-        return ids, feature_totals(a, ids).numpy(), [order[i:i + k] for i in range(0, n, k)]
+        return ids, feature_totals(a, ids).cpu().numpy(), [[o[i:i + k] for i in range(0, n, k)] for o in orders]
 
 
 @METRICS.register("monotonicity_correlation")
@@ -200,20 +204,25 @@ class MonotonicityCorrelation(_Ascending):
         return {"nr_samples": self.nr_samples, "eps": self.eps, **super().params()}
 
     def score(self, ctx) -> dict:
-        ids, tot, chunks = self.chunks(ctx)
-        keep = torch.ones(len(chunks), tot.shape[0], dtype=torch.bool)
-        for j, c in enumerate(chunks):
-            keep[j, c] = False
+        ids, tot, per_order = self.chunks(ctx)
         y0 = self.y0(ctx)
         w = 1.0 / abs(y0) ** 2 if abs(y0) >= self.eps else 1.0
         n_samples = self.nr_samples if self.baseline == "uniform" else 1
-        sq = np.zeros(len(chunks))
-        for _ in range(n_samples):
-            y = target_output(self.predict_keep(ctx, self.make_baseline(ctx), ids, keep), ctx.target, self.output)
-            sq += (y - y0) ** 2
-        v = sq / n_samples * w
-        att = np.array([tot[c.numpy()].sum() for c in chunks])
-        return {"monotonicity_correlation": _corr("spearman", att, v), "att": att, "var": v}
+        rs, atts, vs = [], [], []
+        for chunks in per_order:
+            keep = torch.ones(len(chunks), tot.shape[0], dtype=torch.bool)
+            for j, c in enumerate(chunks):
+                keep[j, c] = False
+            sq = np.zeros(len(chunks))
+            for _ in range(n_samples):
+                y = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
+                sq += (y - y0) ** 2
+            v = sq / n_samples * w
+            att = np.array([tot[c.cpu().numpy()].sum() for c in chunks])
+            rs.append(_corr("spearman", att, v))
+            atts.append(att)
+            vs.append(v)
+        return {"monotonicity_correlation": float(np.mean(rs)), "att": atts[0], "var": vs[0]}
 
     def compute(self, ctx):
         return {"monotonicity_correlation": self.score(ctx)["monotonicity_correlation"]}
@@ -258,15 +267,18 @@ class Monotonicity(_Ascending):
     default_output = "prob"
 
     def score(self, ctx) -> dict:
-        ids, tot, chunks = self.chunks(ctx)
-        keep = torch.zeros(len(chunks), tot.shape[0], dtype=torch.bool)
-        for j, c in enumerate(chunks):
-            keep[j:, c] = True
-        p = target_output(self.predict_keep(ctx, self.make_baseline(ctx), ids, keep), ctx.target, self.output)
-        d = np.diff(p)
-        if d.size == 0:
-            return {"monotonicity": float("nan"), "monotonicity_all": float("nan"), "curve": p}
-        return {"monotonicity": float(np.mean(d >= 0)), "monotonicity_all": float(np.all(d >= 0)), "curve": p}
+        ids, tot, per_order = self.chunks(ctx)
+        fracs, alls, curves = [], [], []
+        for chunks in per_order:
+            keep = torch.zeros(len(chunks), tot.shape[0], dtype=torch.bool)
+            for j, c in enumerate(chunks):
+                keep[j:, c] = True
+            p = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
+            d = np.diff(p)
+            curves.append(p)
+            fracs.append(float(np.mean(d >= 0)) if d.size else float("nan"))
+            alls.append(float(np.all(d >= 0)) if d.size else float("nan"))
+        return {"monotonicity": float(np.mean(fracs)), "monotonicity_all": float(np.mean(alls)), "curve": curves[0]}
 
     def compute(self, ctx):
         s = self.score(ctx)

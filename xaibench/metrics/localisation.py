@@ -5,7 +5,7 @@
   (``sklearn.metrics.average_precision_score``).
 * ``iou`` (higher is better): the volume min-max normalised and thresholded at
   its mean (foreground = value > mean, the Chefer et al. segmentation protocol,
-  protocols.md section 3); intersection over union with the mask.
+  docs/protocols.md, "ImageNet-segmentation"); intersection over union with the mask.
 * ``temporal_ap`` (higher is better): average precision of the frame scores
   (T,) against the evidence frames; reported only when the sample has
   ground-truth frames and T > 1 (not for images), NaN for a clip whose frames

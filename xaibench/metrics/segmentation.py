@@ -1,7 +1,7 @@
 """Segmentation of the ground truth by the explanation (Chefer, Gur & Wolf, CVPR 2021 protocol).
 
 The protocol of the ImageNet-segmentation evaluation in Chefer et al.'s
-reference code (protocols.md section 3), applied to the attribution volume
+reference code (docs/protocols.md, "ImageNet-segmentation"), applied to the attribution volume
 ``V`` (T, H, W) at input resolution; T = 1 for images, and in space-time
 (T > 1) against the synthetic space-time mask:
 
@@ -20,7 +20,7 @@ reference code (protocols.md section 3), applied to the attribution volume
      ``[M = 0, M = 1]``, both flattened together (``get_ap_scores`` in Chefer et
      al.'s code; NaN -> 0 as there);
    The foreground-only average precision of the soft map against the mask (the
-   simpler reading of the protocol in protocols.md) is the ``ap`` output of the
+   simpler reading of the protocol in docs/protocols.md) is the ``ap`` output of the
    ``localisation`` metric; it is not repeated here.
 
 All three are higher-is-better.  ``pixel_accuracy`` and ``miou`` are

@@ -1,10 +1,11 @@
-"""The STAA authors' faithfulness and monotonicity (protocols.md section 1, seed 000).
+"""The STAA authors' faithfulness and monotonicity (docs/protocols.md, "STAA"; seed 000).
 
 Let ``z`` be the logits of the clip, ``z_S`` the logits when only the feature set
 ``S`` is kept and every other feature is set to the baseline, and
 ``norm(v) = (v - min_c v) / (max_c v - min_c v)`` the min-max normalisation over
-the class axis.  Features are ranked by their mean attribution
-(:mod:`xaibench.metrics.perturb`, seeded random tie-breaking).
+the class axis.  Features are ranked by their mean attribution;
+with tied features each score is the mean over ``tie_draws`` seeded random
+orders of the ties (the tie policy of :mod:`xaibench.metrics.perturbation`).
 
 * ``staa_faithfulness`` (higher is better): keep the top ``k`` fraction
   (default 0.7) of the features,
@@ -20,9 +21,10 @@ the class axis.  Features are ranked by their mean attribution
   value as ``staa_monotonicity_tau`` (lower is better).
 
 Defaults follow the authors' notebooks: zero (black) baseline, features are the
-model's patches in each frame (``features='patch'``; ``pixel`` and ``tubelet``
-are available), as are the other shared perturbation parameters (``patch``,
-``frames_per_group``, ``blur_sigma``, ``batch_size``).  All perturbed inputs of
+model's patches in each frame (``features: grid`` with the default ``cell``;
+tubelets, single pixels (``cell: 1``) and superpixels are available), as are
+the other shared perturbation parameters (``frames_per_group``,
+``blur_sigma``, ``batch_size``).  All perturbed inputs of
 one sample go through the model in batches of ``batch_size``.
 """
 
@@ -35,7 +37,6 @@ from scipy.stats import kendalltau
 from ..errors import check_range
 from . import METRICS
 from .base import EvalContext
-from .perturb import feature_scores, rank
 from .perturbation import PerturbationMetric
 
 
@@ -48,26 +49,26 @@ class _KeepTop(PerturbationMetric):
     """Shared parameters (:class:`~xaibench.metrics.perturbation.PerturbationMetric`) minus ``output``:
     these metrics read every class's logit."""
 
-    def __init__(self, baseline: str = "zero", features: str = "patch", patch: int | None = None,
-                 frames_per_group: int = 1, batch_size: int | None = None, blur_sigma: float = 4.0):
-        super().__init__(baseline=baseline, features=features, patch=patch, frames_per_group=frames_per_group,
-                         batch_size=batch_size, blur_sigma=blur_sigma, output="logit")
+    extra_parameters = tuple(p for p in PerturbationMetric.extra_parameters if p != "output")
+
+    def __init__(self, **kw):
+        kw.pop("output", None)
+        super().__init__(output="logit", **kw)
 
     def params(self):
         p = super().params()
         p.pop("output")
         return p
 
-    def distances(self, ctx: EvalContext, ratios) -> np.ndarray:
-        """d_p = mean_c |norm(z) - norm(z_top(p))| for each keep ratio p."""
+    def distances(self, ctx: EvalContext, ratios) -> list:
+        """For each order of the ranking: d_p = mean_c |norm(z) - norm(z_top(p))| for each keep ratio p."""
         ids = self.ids(ctx)
-        order = rank(feature_scores(self.attribution(ctx), ids), ctx.rng)
-        n = order.numel()
-        keep = torch.zeros(len(ratios), n, dtype=torch.bool)
-        for i, p in enumerate(ratios):
-            keep[i, order[: int(round(p * n))]] = True
-        z_p = self.predict_keep(ctx, self.make_baseline(ctx), ids, keep)
-        return (minmax(ctx.logits[None].float()) - minmax(z_p.float())).abs().mean(-1).numpy()
+        orders = self.orders(ctx, ids)
+        n = orders[0].numel()
+        ks = [int(round(p * n)) for p in ratios]
+        ref = minmax(ctx.logits[None].double())
+        return [(ref - minmax(self.cut_logits(ctx, ids, o, ks, keep_top=True).double())).abs().mean(-1).cpu().numpy()
+                for o in orders]
 
 
 @METRICS.register("staa_faithfulness")
@@ -83,7 +84,7 @@ class STAAFaithfulness(_KeepTop):
         return {"k": self.k, **super().params()}
 
     def compute(self, ctx):
-        return {"staa_faithfulness": float(1.0 - self.distances(ctx, [self.k])[0])}
+        return {"staa_faithfulness": float(np.mean([1.0 - d[0] for d in self.distances(ctx, [self.k])]))}
 
 
 @METRICS.register("staa_monotonicity")
@@ -99,7 +100,9 @@ class STAAMonotonicity(_KeepTop):
         return {"ratios": list(self.ratios), **super().params()}
 
     def compute(self, ctx):
-        d = self.distances(ctx, self.ratios)
-        tau = kendalltau(self.ratios, d).statistic
-        tau = float("nan") if tau is None else float(tau)
+        taus = []
+        for d in self.distances(ctx, self.ratios):
+            tau = kendalltau(self.ratios, d).statistic
+            taus.append(float("nan") if tau is None else float(tau))
+        tau = float(np.mean(taus))
         return {"staa_monotonicity": -tau, "staa_monotonicity_tau": tau}

@@ -1,7 +1,8 @@
 """Model adapters by name.
 
-* ``hf_timesformer``, ``hf_vit``, ``hf_swin``, ``timm_vit``, ``timm_swin``:
-  real architectures at random initialisation (sizes as keyword arguments);
+* ``hf_timesformer``, ``hf_videomae``, ``hf_vivit``, ``hf_vit``, ``hf_swin``,
+  ``timm_vit``, ``timm_deit``, ``timm_swin``: real architectures at random
+  initialisation (sizes as keyword arguments);
 * ``timesformer_synth``, ``vit_synth``, ``swin_synth``, ... : the small models
   this project trains on its synthetic benchmarks and ships (``models/weights``).
 
@@ -17,10 +18,11 @@ import torch
 
 from ..errors import UserError
 from ..registry import Registry
-from .base import AttentionRecord, ModelAdapter, Trace  # noqa: F401
+from .base import AttentionRecord, HookPoint, ModelAdapter, TokenLayout, Trace  # noqa: F401
 from .hf import (HFSwinAdapter, HFTimesformerAdapter, HFViTAdapter, build_hf_swin, build_hf_timesformer,
                  build_hf_vit)
-from .timm_models import TimmSwinAdapter, TimmViTAdapter, build_timm_swin, build_timm_vit
+from .hf_video import HFVideoMAEAdapter, HFVivitAdapter, build_hf_videomae, build_hf_vivit
+from .timm_models import TimmSwinAdapter, TimmViTAdapter, build_timm_deit, build_timm_swin, build_timm_vit
 
 MODELS = Registry("model")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -28,9 +30,12 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # builder name -> (build function, adapter class)
 BUILDERS = {
     "hf_timesformer": (build_hf_timesformer, HFTimesformerAdapter),
+    "hf_videomae": (build_hf_videomae, HFVideoMAEAdapter),
+    "hf_vivit": (build_hf_vivit, HFVivitAdapter),
     "hf_vit": (build_hf_vit, HFViTAdapter),
     "hf_swin": (build_hf_swin, HFSwinAdapter),
     "timm_vit": (build_timm_vit, TimmViTAdapter),
+    "timm_deit": (build_timm_deit, TimmViTAdapter),
     "timm_swin": (build_timm_swin, TimmSwinAdapter),
 }
 
@@ -65,8 +70,16 @@ def shipped_names():
     return sorted(set(SHIPPED) | {p.stem for p in WEIGHTS_DIR.glob("*.json")})
 
 
-def load_shipped(name: str) -> ModelAdapter:
-    """Load one of the project's own trained models (no network needed)."""
+def load_shipped(name: str, **overrides) -> ModelAdapter:
+    """Load one of the project's own trained models (no network needed).
+
+    A shipped model is a trained checkpoint: its architecture is fixed, so any
+    parameter override is refused with a message that says so.
+    """
+    if overrides:
+        raise UserError(f"model {name!r} is a shipped trained model; its architecture and weights are fixed and it "
+                        f"takes no parameters (got {', '.join(sorted(overrides))}). For a configurable random-init "
+                        f"architecture use e.g. model=hf_vit_tiny; to train your own, `xaibench-train model={name}`")
     meta_path = WEIGHTS_DIR / f"{name}.json"
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     if not meta_path.exists() or not weights.exists():
@@ -91,7 +104,7 @@ def load_shipped(name: str) -> ModelAdapter:
 
 
 for _n in shipped_names():
-    MODELS.register(_n)(lambda _n=_n, **kw: load_shipped(_n))
+    MODELS.register(_n)(lambda _n=_n, **kw: load_shipped(_n, **kw))
 
 
 def create(name: str, **kwargs) -> ModelAdapter:

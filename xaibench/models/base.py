@@ -1,73 +1,170 @@
-"""The model adapter interface: one forward pass, everything the methods need.
+"""The model adapter contract: one forward pass, and typed declarations of everything methods need.
 
-Every architecture (Hugging Face or timm TimeSformer / ViT / Swin) is wrapped in
-a :class:`ModelAdapter`.  Its :meth:`ModelAdapter.trace` runs the *real* forward
-pass of the wrapped model once and, on request, records through forward hooks
+Every architecture (Hugging Face or timm TimeSformer / VideoMAE / ViViT / ViT /
+DeiT / Swin) is wrapped in a :class:`ModelAdapter`.  Methods never ask *which*
+architecture they run on; they read what the adapter declares:
 
-* every attention layer's probabilities as the model used them (never
-  recomputed beside the model), with their layout described by
-  :class:`AttentionRecord` (``kind`` = ``global`` for ViT, ``window`` for Swin,
-  ``spatial`` and ``temporal`` for TimeSformer's divided space-time attention);
-* their gradients with respect to the target-class logit;
-* the mean and standard deviation of every token entering the layer norm that
-  precedes each attention (the statistics std-normalised attribution uses);
-* the outputs (and gradients) of any named module (for Grad-CAM).
+* :class:`TokenLayout` -- where the tokens sit: token frames and tubelet size,
+  the token grid of every stage, how many prefix tokens (CLS, distillation)
+  come first, and the **readout** (which tokens the classifier reads);
+* :class:`AttentionRecord` -- one attention layer as the model computed it, with
+  its **kind**, i.e. how its probabilities compose into a token-to-token
+  matrix (``global``: one matrix over all tokens of the stage, which is *joint
+  space-time* attention when the stage has several token frames; ``window``:
+  shifted windows; ``spatial`` / ``temporal``: the two halves of *divided*
+  space-time attention);
+* :meth:`ModelAdapter.reshape_tokens` -- how a layer's token activations map to
+  a (B, T', h, w, D) grid (the Grad-CAM ``reshape_transform``), and
+  :attr:`ModelAdapter.gradcam_layer`, the default Grad-CAM layer;
+* :attr:`ModelAdapter.passes` -- forward / backward passes counted by the
+  adapter itself (every input of every batch), so no method hand-writes them.
+
+:meth:`ModelAdapter.trace` runs the *real* forward pass once and, on request,
+records through forward hooks every attention layer's probabilities (never
+recomputed beside the model), their gradients with respect to the target
+logits, the layer-norm statistics (mean, std) of the tokens entering each
+attention, and any named module's output and gradient.
 
 Conventions
 -----------
-* Input ``x`` is always a float tensor of pixel values in ``[0, 1]`` with shape
-  ``(B, T, C, H, W)``; images have ``T = 1``.  The adapter applies the model's
-  own normalisation (mean / std), so perturbation baselines live in pixel space
-  (``0`` is black).
-* Token grids are row-major ``(h, w)``.
+* Input ``x`` is a float tensor of pixels in ``[0, 1]``, shape ``(B, T, C, H, W)``;
+  images have ``T = 1``.  The adapter applies the model's normalisation, so
+  perturbation baselines live in pixel space (``0`` is black).
+* A *stage token vector* has ``prefix + frames * h * w`` entries: the prefix
+  tokens first, then the patch tokens frame-major, row-major inside a frame
+  (index ``prefix + (t * h + y) * w + x``).  Divided (TimeSformer) records are
+  expressed in this order whatever order the model keeps its hidden states in.
+* Token frames ``T' = frames``; input frame ``t`` belongs to token frame
+  ``t // tubelet``.
+
+Devices and precision: the adapter owns ``device`` and ``precision``
+(``fp32`` | ``bf16`` | ``fp16``); forward passes run under autocast for the
+low precisions, and everything a trace returns is float32 on the adapter's
+device.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 
+KINDS = ("global", "window", "spatial", "temporal")
+READOUTS = ("cls", "prefix_mean", "pool")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where a model's tokens sit.
+
+    * ``frames``: token frames T' (1 for images);
+    * ``tubelet``: input frames per token frame (2 for VideoMAE / ViViT);
+    * ``stages``: token grid ``(h, w)`` of every stage in forward order (one
+      stage for ViT / TimeSformer / VideoMAE / ViViT; Swin halves the grid at
+      each stage by merging 2 x 2 patches);
+    * ``prefix``: tokens before the patch tokens (1: CLS; 2: CLS and
+      distillation token; 0: none);
+    * ``readout``: which final tokens the classifier reads --
+      ``cls`` (the first prefix token), ``prefix_mean`` (the mean over the
+      prefix tokens' predictions, e.g. DeiT's CLS and distillation heads) or
+      ``pool`` (the mean of the patch tokens).
+    """
+
+    frames: int = 1
+    tubelet: int = 1
+    stages: Tuple[Tuple[int, int], ...] = ((1, 1),)
+    prefix: int = 1
+    readout: str = "cls"
+
+    def __post_init__(self):
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout {self.readout!r} not in {READOUTS}")
+        if self.readout != "pool" and self.prefix < 1:
+            raise ValueError("a prefix-token readout needs at least one prefix token")
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        """The first stage's token grid."""
+        return tuple(self.stages[0])
+
+    def n_tokens(self, stage: int = 0) -> int:
+        h, w = self.stages[stage]
+        return self.prefix + self.frames * h * w
+
+
+@dataclass
+class HookPoint:
+    """Where one attention layer's probabilities live in the model (declared by the adapter).
+
+    ``probs_module``'s forward output is the probability tensor (or a tuple whose
+    second item is); ``ln_module`` is the layer norm whose *input* tokens feed the
+    attention (for the std-normalised rule); ``window_shift`` returns the
+    ``(window, shift)`` of a window attention at forward time.
+    """
+
+    name: str
+    kind: str
+    layer: int
+    probs_module: nn.Module
+    stage: int = 0
+    ln_module: Optional[nn.Module] = None
+    window_shift: Optional[Callable[[], Tuple[int, int]]] = None
+
 
 @dataclass
 class AttentionRecord:
     """One attention layer as captured from the forward pass.
 
-    ``probs`` layout by ``kind`` (``Hd`` = heads):
+    ``probs`` layout by ``kind`` (``B`` batch, ``Hd`` heads, ``n`` = prefix +
+    frames*h*w, ``P = h*w``, ``T = frames``, ``q = window**2``):
 
-    ======== ========================================= ==================================
-    kind     probs shape                               tokens
-    ======== ========================================= ==================================
-    global   (B, Hd, N, N)                             [CLS] + h*w patches (ViT)
-    window   (B, nW, Hd, ws*ws, ws*ws)                 windows of the *shifted* h x w map
-    spatial  (B, T, Hd, 1+P, 1+P)                      per frame: [CLS] + P = h*w patches
-    temporal (B, P, Hd, T, T)                          per patch: the T frames
-    ======== ========================================= ==================================
+    ======== =============================== ====================================================
+    kind     probs shape                     tokens
+    ======== =============================== ====================================================
+    global   (B, Hd, n, n)                   the stage token vector (joint space-time if T > 1)
+    window   (B, nW, Hd, q, q)               windows of the *shifted* h x w map (no prefix)
+    spatial  (B, T, Hd, 1+P, 1+P)            per frame: [CLS copy] + that frame's P patches
+    temporal (B, P, Hd, T, T)                per patch: its T frames
+    ======== =============================== ====================================================
 
     ``ln_mean`` / ``ln_std`` have the token layout of ``probs`` without the head
-    and key axes: global (B, N); window (B, h*w) in row-major map order (before
-    windowing); spatial (B, T, 1+P); temporal (B, P, T).
+    and key axes: global (B, n); window (B, h*w) row-major (before windowing);
+    spatial (B, T, 1+P); temporal (B, P, T).  ``grid``, ``frames`` and
+    ``prefix`` copy the layout of the record's stage so a record describes itself.
     """
 
     name: str
     kind: str
-    probs: torch.Tensor
+    layer: int
+    stage: int
     grid: Tuple[int, int]
+    frames: int
+    prefix: int
+    probs: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     grad: Optional[torch.Tensor] = None
     ln_mean: Optional[torch.Tensor] = None
     ln_std: Optional[torch.Tensor] = None
     window: int = 0
     shift: int = 0
-    has_cls: bool = True
 
-    def head_mean(self, use_grad: bool = False) -> torch.Tensor:
-        t = self.grad if use_grad else self.probs
-        return t.mean(dim=-3)
+    @property
+    def n_tokens(self) -> int:
+        """Length of the stage token vector this record acts on."""
+        h, w = self.grid
+        return (0 if self.kind == "window" else self.prefix) + self.frames * h * w
+
+    def select(self, i: int) -> "AttentionRecord":
+        """The record of sample ``i`` of the batch (batch axis kept, size 1)."""
+        pick = (lambda t: None if t is None else t[i:i + 1])
+        return AttentionRecord(self.name, self.kind, self.layer, self.stage, self.grid, self.frames, self.prefix,
+                               pick(self.probs), pick(self.grad), pick(self.ln_mean), pick(self.ln_std),
+                               self.window, self.shift)
 
 
 @dataclass
@@ -79,40 +176,47 @@ class Trace:
     attentions: List[AttentionRecord] = field(default_factory=list)
     activations: Dict[str, torch.Tensor] = field(default_factory=dict)
     activation_grads: Dict[str, torch.Tensor] = field(default_factory=dict)
-    n_forward: int = 1
-    n_backward: int = 0
 
-    def of_kind(self, kind: str) -> List[AttentionRecord]:
-        return [a for a in self.attentions if a.kind == kind]
+    def of_kind(self, *kinds: str) -> List[AttentionRecord]:
+        return [a for a in self.attentions if a.kind in kinds]
+
+
+@dataclass
+class OutputCache:
+    """In-run cache of model logits keyed by (perturbation key, keep-mask) (:class:`xaibench.perturb.Perturber`).
+
+    One cache per adapter; the harness clears it at each new sample, so it
+    serves every method, metric and parameter value of that sample; ``hits``
+    counts the forward passes it saved.
+    """
+
+    store: Dict[Tuple[str, bytes], torch.Tensor] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def clear(self):
+        self.store.clear()
 
 
 class ModelAdapter:
     """Uniform wrapper over one classification Transformer.
 
-    Subclasses implement :meth:`_run` (the model call) and :meth:`_hook_points`
-    (where the attention probabilities and layer norms live).
+    Subclasses call ``super().__init__`` with the model and its declarations and
+    implement :meth:`_run` (the model call on normalised pixels) and
+    :meth:`hook_points`; they override :meth:`reshape_tokens` when a layer's
+    token order is not the stage token vector's.
     """
 
-    arch: str = ""  # 'timesformer' | 'vit' | 'swin'
-    source: str = ""  # 'hf' | 'timm'
+    family: str = ""  # descriptive only (provenance); methods never read it
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        name: str,
-        num_frames: int,
-        image_size: int,
-        patch_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        labels: Optional[List[str]] = None,
-        gradcam_layer: Optional[str] = None,
-    ):
+    def __init__(self, model: nn.Module, *, name: str, layout: TokenLayout, num_frames: int, image_size: int,
+                 patch_size: int, mean: Sequence[float], std: Sequence[float], labels: Optional[List[str]] = None,
+                 gradcam_layer: Optional[str] = None):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.name = name
+        self.layout = layout
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
         self.patch_size = int(patch_size)
@@ -120,12 +224,16 @@ class ModelAdapter:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
         self.labels = labels
         self.gradcam_layer = gradcam_layer
+        self.passes = {"forward": 0, "backward": 0}
+        self.cache = OutputCache()
+        self.precision = "fp32"
+        if layout.frames * layout.tubelet != self.num_frames:
+            raise ValueError(f"layout frames {layout.frames} x tubelet {layout.tubelet} != {num_frames} input frames")
 
     # ------------------------------------------------------------------ basics
     @property
     def grid(self) -> Tuple[int, int]:
-        g = self.image_size // self.patch_size
-        return (g, g)
+        return self.layout.grid
 
     @property
     def num_classes(self) -> int:
@@ -134,6 +242,28 @@ class ModelAdapter:
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
         return (self.num_frames, 3, self.image_size, self.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def to(self, device=None, precision: Optional[str] = None) -> "ModelAdapter":
+        """Move the model to ``device`` and set the forward precision (``fp32`` | ``bf16`` | ``fp16``)."""
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise UserError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+            self.precision = precision
+        if device is not None:
+            self.model.to(device)
+        return self
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
@@ -144,99 +274,136 @@ class ModelAdapter:
                 f"(frames, channels, height, width), got {tuple(x.shape)}; set the dataset's frames/size "
                 f"to match the model"
             )
-        return x
+        return x.to(self.device, torch.float32)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x)) / self.std.to(x)
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer blocks that hold attention (divided layers count once)."""
+        return len({p.layer for p in self.hook_points()})
+
+    @contextmanager
+    def counting(self):
+        """``with adapter.counting() as n:`` -> ``n['forward']``, ``n['backward']`` passes inside the block."""
+        before = dict(self.passes)
+        n = {"forward": 0, "backward": 0}
+        try:
+            yield n
+        finally:
+            for k in n:
+                n[k] = self.passes[k] - before[k]
 
     # -------------------------------------------------------- to be overridden
     def _run(self, x_norm: torch.Tensor) -> torch.Tensor:
         """Call the wrapped model on normalised (B, T, C, H, W) input; return logits."""
         raise NotImplementedError
 
-    def _hook_points(self) -> List[dict]:
-        """One dict per attention layer: ``name, kind, probs_module, ln_module`` and,
-        for windows, ``block`` (the module holding window/shift attributes)."""
+    def hook_points(self) -> List[HookPoint]:
+        """One :class:`HookPoint` per attention layer, in forward order."""
         raise NotImplementedError
+
+    def reshape_tokens(self, act: torch.Tensor, batch: int) -> torch.Tensor:
+        """A layer's token activations -> ``(B, T', h, w, D)`` (the Grad-CAM reshape).
+
+        Default: ``(B, n, D)`` stage token vectors of any stage (prefix dropped),
+        ``(B*T', prefix+P, D)`` per-frame token sets, or ``(B, h, w, D)``
+        channels-last maps.  Adapters whose layers keep another order override it.
+        """
+        L = self.layout
+        if act.dim() == 4 and act.shape[0] == batch:  # channels-last (B, h, w, D)
+            return act[:, None]
+        if act.dim() == 3:
+            n = act.shape[1]
+            for h, w in L.stages:
+                if act.shape[0] == batch and n in (L.prefix + L.frames * h * w, L.frames * h * w):
+                    k = n - L.frames * h * w
+                    return act[:, k:].reshape(batch, L.frames, h, w, act.shape[-1])
+                if act.shape[0] == batch * L.frames and n in (L.prefix + h * w, h * w):
+                    k = n - h * w
+                    return act[:, k:].reshape(batch, L.frames, h, w, act.shape[-1])
+        raise UserError(f"model {self.name!r}: a layer output of shape {tuple(act.shape)} is not a token map of "
+                        f"this model (stages {list(L.stages)}, {L.prefix} prefix tokens, {L.frames} token frames); "
+                        f"choose another Grad-CAM layer (method.layer)")
+
+    def transformer_blocks(self):
+        """Typed description of the model's plain pre-norm Transformer stack (embedding, blocks with their
+        layer norms / attention / MLP modules, final norm, head), for methods that re-run the layers with
+        their own rules (LRP); ``None`` when the model is not such a stack (see :mod:`xaibench.models.blocks`)."""
+        from .blocks import describe_blocks
+
+        return describe_blocks(self)
 
     def attention_points(self) -> List[str]:
         """Names of the attention records a full :meth:`trace` yields, in forward order."""
-        return [p["name"] for p in self._hook_points()]
+        return [p.name for p in self.hook_points()]
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """Logits for a batch of pixel inputs, evaluated in chunks of ``batch_size``."""
+        """Float32 logits (on the adapter's device) for pixel inputs, ``batch_size`` at a time."""
         x = self.check_input(x)
-        outs = [self._run(self.normalise(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            with self._autocast():
+                outs.append(self._run(self.normalise(x[i:i + batch_size])).float())
+            self.passes["forward"] += min(batch_size, x.shape[0] - i)
         return torch.cat(outs, 0)
 
-    def trace(
-        self,
-        x: torch.Tensor,
-        *,
-        target: Optional[torch.Tensor | int] = None,
-        attentions: bool = False,
-        grads: bool = False,
-        ln_stats: bool = False,
-        capture: Sequence[str] = (),
-        layers: Optional[Sequence[int]] = None,
-    ) -> Trace:
+    def trace(self, x: torch.Tensor, *, target=None, attentions: bool = False, grads: bool = False,
+              ln_stats: bool = False, capture: Sequence[str] = (), layers: Optional[Sequence[int]] = None) -> Trace:
         """One real forward pass with the requested records.
 
-        ``layers``: indices (negative from the end) into the attention hook
-        points in forward order (:meth:`attention_points`) to record; ``None``
-        records all of them.  Recording fewer costs less.
-
-        ``target``: class index (or per-sample indices) whose logit is
-        back-propagated when ``grads`` is set; the predicted class if ``None``.
-        ``capture``: names of modules (as in ``model.named_modules()``) whose
-        output, and its gradient when ``grads`` is set, is recorded.
+        ``layers``: transformer block indices (negative from the end) whose
+        attention is recorded; ``None`` records all.  A divided space-time
+        block yields two records (temporal, then spatial).
+        ``target``: class index, or one per sample, whose logit is
+        back-propagated when ``grads`` is set (the predicted class if ``None``).
+        ``capture``: names of modules (``model.named_modules()``) whose output,
+        and its gradient when ``grads`` is set, is recorded.
         """
         x = self.check_input(x)
+        B = x.shape[0]
         records: List[AttentionRecord] = []
         acts: Dict[str, torch.Tensor] = {}
         act_grads: Dict[str, torch.Tensor] = {}
         handles = []
-        want_attn = attentions or ln_stats
 
         def keep_grad(store: dict, key, tensor: torch.Tensor):
             if grads and tensor.requires_grad:
                 tensor.register_hook(lambda g: store.__setitem__(key, g.detach()))
 
-        if want_attn:
-            points = self._hook_points()
+        if attentions or ln_stats:
+            points = self.hook_points()
             if layers is not None:
-                points = [points[i] for i in layers]
+                n = self.num_layers
+                wanted = {(i % n) for i in layers}
+                points = [p for p in points if p.layer in wanted]
             for point in points:
-                rec = AttentionRecord(
-                    name=point["name"], kind=point["kind"], probs=torch.empty(0), grid=point.get("grid", self.grid)
-                )
-                rec.has_cls = point.get("has_cls", True)
+                h, w = self.layout.stages[point.stage]
+                rec = AttentionRecord(point.name, point.kind, point.layer, point.stage, (h, w), self.layout.frames,
+                                      self.layout.prefix)
+                store: dict = {}
                 records.append(rec)
-                grad_store: dict = {}
-                rec._grad_store = grad_store  # type: ignore[attr-defined]
 
-                def probs_hook(mod, inp, out, rec=rec, point=point, grad_store=grad_store):
+                def probs_hook(mod, inp, out, rec=rec, point=point, store=store):
                     probs = out[1] if isinstance(out, tuple) else out
-                    rec.probs = probs
-                    keep_grad(grad_store, "g", probs)
-                    if "block" in point:
-                        blk = point["block"]
-                        ws = blk.window_size
-                        sh = blk.shift_size
-                        rec.window = int(ws[0] if isinstance(ws, (tuple, list)) else ws)
-                        rec.shift = int(sh[0] if isinstance(sh, (tuple, list)) else sh)
+                    store["probs"] = probs
+                    keep_grad(store, "grad", probs)
+                    if point.window_shift is not None:
+                        rec.window, rec.shift = (int(v) for v in point.window_shift())
 
-                handles.append(point["probs_module"].register_forward_hook(probs_hook))
-                if ln_stats and point.get("ln_module") is not None:
+                handles.append(point.probs_module.register_forward_hook(probs_hook))
+                rec._store = store  # type: ignore[attr-defined]
+                if ln_stats and point.ln_module is not None:
 
-                    def ln_hook(mod, inp, rec=rec):
-                        t = inp[0].detach()
-                        rec.ln_mean = t.mean(-1)
-                        rec.ln_std = torch.sqrt(t.var(-1, unbiased=False) + mod.eps)
+                    def ln_hook(mod, inp, store=store):
+                        t = inp[0].detach().float()
+                        store["ln_mean"] = t.mean(-1)
+                        store["ln_std"] = torch.sqrt(t.var(-1, unbiased=False) + mod.eps)
 
-                    handles.append(point["ln_module"].register_forward_pre_hook(ln_hook))
+                    handles.append(point.ln_module.register_forward_pre_hook(ln_hook))
 
         named = dict(self.model.named_modules())
         for cname in capture:
@@ -254,37 +421,33 @@ class ModelAdapter:
             xin = self.normalise(x)
             if grads:
                 xin = xin.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    logits = self._run(xin)
+                with torch.enable_grad(), self._autocast():
+                    logits = self._run(xin).float()
                     tgt = self._targets(logits, target)
                     logits.gather(1, tgt[:, None]).sum().backward()
+                self.passes["backward"] += B
             else:
-                with torch.no_grad():
-                    logits = self._run(xin)
+                with torch.no_grad(), self._autocast():
+                    logits = self._run(xin).float()
                     tgt = self._targets(logits, target)
+            self.passes["forward"] += B
         finally:
-            for h in handles:
-                h.remove()
+            for hd in handles:
+                hd.remove()
 
         for rec in records:
-            g = rec._grad_store.get("g")  # type: ignore[attr-defined]
-            del rec._grad_store  # type: ignore[attr-defined]
-            rec.probs = self._layout(rec, rec.probs.detach(), x.shape[0])
-            if g is not None:
-                rec.grad = self._layout(rec, g, x.shape[0])
-            if rec.ln_mean is not None:
-                rec.ln_mean = self._ln_layout(rec, rec.ln_mean, x.shape[0])
-                rec.ln_std = self._ln_layout(rec, rec.ln_std, x.shape[0])
-        trace = Trace(
-            logits=logits.detach(),
-            target=tgt,
-            attentions=records if want_attn else [],
-            activations={k: v.detach() for k, v in acts.items()},
-            activation_grads=act_grads,
-            n_forward=1,
-            n_backward=1 if grads else 0,
-        )
-        return trace
+            store = rec.__dict__.pop("_store")
+            if "probs" not in store:
+                raise RuntimeError(f"attention hook {rec.name} of {self.name!r} saw no forward call")
+            rec.probs = self._layout(rec, store["probs"].detach().float(), B)
+            if "grad" in store:
+                rec.grad = self._layout(rec, store["grad"].float(), B)
+            if "ln_mean" in store:
+                rec.ln_mean = self._ln_layout(rec, store["ln_mean"], B)
+                rec.ln_std = self._ln_layout(rec, store["ln_std"], B)
+        return Trace(logits=logits.detach(), target=tgt, attentions=records if attentions or ln_stats else [],
+                     activations={k: v.detach().float() for k, v in acts.items()},
+                     activation_grads={k: v.float() for k, v in act_grads.items()})
 
     @staticmethod
     def _targets(logits: torch.Tensor, target) -> torch.Tensor:
@@ -298,45 +461,22 @@ class ModelAdapter:
         return t
 
     def _layout(self, rec: AttentionRecord, t: torch.Tensor, batch: int) -> torch.Tensor:
-        """Reshape a hooked probs tensor into the layout documented in AttentionRecord."""
+        """Reshape a hooked probs tensor into the layout documented in :class:`AttentionRecord`."""
         if rec.kind == "global":
-            return t
-        if rec.kind == "window":
-            return t.reshape(batch, -1, *t.shape[1:])
-        if rec.kind == "spatial":
-            return t.reshape(batch, self.num_frames, *t.shape[1:])
-        if rec.kind == "temporal":
-            return t.reshape(batch, -1, *t.shape[1:])
-        raise ValueError(rec.kind)
+            return t.reshape(batch, *t.shape[-3:])
+        return t.reshape(batch, -1, *t.shape[-3:])
 
     def _ln_layout(self, rec: AttentionRecord, t: torch.Tensor, batch: int) -> torch.Tensor:
-        if rec.kind in ("global",):
-            return t
-        if rec.kind == "window":  # LN runs on the (B, h*w) map before windowing
+        if rec.kind in ("global", "window"):  # window: LN runs on the (B, h*w) map before windowing
             return t.reshape(batch, -1)
         if rec.kind == "spatial":
-            return t.reshape(batch, self.num_frames, -1)
-        if rec.kind == "temporal":
-            return t.reshape(batch, -1, self.num_frames)
-        raise ValueError(rec.kind)
+            return t.reshape(batch, rec.frames, -1)
+        return t.reshape(batch, -1, rec.frames)  # temporal
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "arch": self.arch,
-            "source": self.source,
-            "num_frames": self.num_frames,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "num_classes": self.num_classes,
-        }
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
+        L = self.layout
+        return {"name": self.name, "family": self.family, "num_frames": self.num_frames,
+                "image_size": self.image_size, "patch_size": self.patch_size, "num_classes": self.num_classes,
+                "layout": {"frames": L.frames, "tubelet": L.tubelet, "stages": [list(s) for s in L.stages],
+                           "prefix": L.prefix, "readout": L.readout},
+                "attention_kinds": sorted({p.kind for p in self.hook_points()}), "gradcam_layer": self.gradcam_layer}

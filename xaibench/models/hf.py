@@ -3,14 +3,17 @@
 Attention is captured with forward hooks on the modules that produce the
 probabilities actually multiplied with the values:
 
-* TimeSformer: ``attn_drop`` of the spatial (``layer.attention``) and temporal
-  (``layer.temporal_attention``) self-attention, the latter never being returned
-  by ``output_attentions`` (protocols.md section 1).  HF orders TimeSformer
+* TimeSformer (divided space-time): ``attn_drop`` of the spatial
+  (``layer.attention``) and temporal (``layer.temporal_attention``)
+  self-attention; the temporal one is never returned by
+  ``output_attentions`` (docs/protocols.md, "STAA").  HF keeps TimeSformer
   patch tokens patch-major, frame-minor; the temporal attention batch axis is
   ``b * P + p``, the spatial one ``b * T + t``.
 * ViT / Swin: the attention module's output tuple ``(context, probs)``; this
   needs ``eager`` attention (SDPA never materialises the probabilities), which
   :func:`force_eager` sets.
+
+VideoMAE and ViViT live in :mod:`xaibench.models.hf_video`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .base import ModelAdapter
+from .base import HookPoint, ModelAdapter, TokenLayout
 
 
 def force_eager(model: nn.Module) -> nn.Module:
@@ -39,36 +42,34 @@ def force_eager(model: nn.Module) -> nn.Module:
     return model
 
 
-def _labels(model) -> list:
+def hf_labels(model) -> list:
     id2label = getattr(model.config, "id2label", None) or {}
     n = model.config.num_labels
     return [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(n)]
 
 
-class HFAdapter(ModelAdapter):
-    source = "hf"
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
 
+
+class HFAdapter(ModelAdapter):
     @property
     def num_classes(self) -> int:
         return int(self.model.config.num_labels)
 
 
 class HFTimesformerAdapter(HFAdapter):
-    arch = "timesformer"
+    family = "hf_timesformer"
 
     def __init__(self, model, *, name="hf_timesformer", mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)):
         cfg = model.config
         if cfg.attention_type != "divided_space_time":
             raise ValueError("only divided space-time TimeSformer is supported")
+        g = cfg.image_size // cfg.patch_size
         super().__init__(
-            model,
-            name=name,
-            num_frames=cfg.num_frames,
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            mean=mean,
-            std=std,
-            labels=_labels(model),
+            model, name=name, layout=TokenLayout(frames=cfg.num_frames, stages=((g, g),), prefix=1, readout="cls"),
+            num_frames=cfg.num_frames, image_size=cfg.image_size, patch_size=cfg.patch_size, mean=mean, std=std,
+            labels=hf_labels(model),
             gradcam_layer=f"timesformer.encoder.layer.{cfg.num_hidden_layers - 1}.layernorm_before",
         )
         self.layers = list(model.timesformer.encoder.layer)
@@ -76,98 +77,79 @@ class HFTimesformerAdapter(HFAdapter):
     def _run(self, x):
         return self.model(pixel_values=x).logits
 
-    def _hook_points(self) -> List[dict]:
+    def hook_points(self) -> List[HookPoint]:
         pts = []
         for i, layer in enumerate(self.layers):
-            pts.append(
-                dict(
-                    name=f"layer{i}.temporal",
-                    kind="temporal",
-                    probs_module=layer.temporal_attention.attention.attn_drop,
-                    ln_module=layer.temporal_layernorm,
-                    has_cls=False,
-                )
-            )
-            pts.append(
-                dict(
-                    name=f"layer{i}.spatial",
-                    kind="spatial",
-                    probs_module=layer.attention.attention.attn_drop,
-                    ln_module=layer.layernorm_before,
-                )
-            )
+            pts.append(HookPoint(f"layer{i}.temporal", "temporal", i, layer.temporal_attention.attention.attn_drop,
+                                 ln_module=layer.temporal_layernorm))
+            pts.append(HookPoint(f"layer{i}.spatial", "spatial", i, layer.attention.attention.attn_drop,
+                                 ln_module=layer.layernorm_before))
         return pts
 
-    def _layout(self, rec, t, batch):
-        if rec.kind == "temporal":  # (B*P, Hd, T, T) with P in (h, w) row-major order
-            return t.reshape(batch, -1, *t.shape[1:])
-        return super()._layout(rec, t, batch)
+    def reshape_tokens(self, act, batch):
+        L = self.layout
+        h, w = L.grid
+        if act.dim() == 3 and act.shape[0] == batch and act.shape[1] == 1 + L.frames * h * w:
+            # hidden states: [CLS] + patches in HF's patch-major, frame-minor order (token 1 + p*T + t)
+            return act[:, 1:].reshape(batch, h, w, L.frames, -1).permute(0, 3, 1, 2, 4)
+        return super().reshape_tokens(act, batch)
 
 
-def _find_blocks(model: nn.Module) -> List[nn.Module]:
+def find_blocks(model: nn.Module) -> List[nn.Module]:
     """Transformer blocks in forward order: modules with ``attention`` and ``layernorm_before``."""
     return [m for m in model.modules() if hasattr(m, "attention") and hasattr(m, "layernorm_before")]
 
 
-class HFImageAdapter(HFAdapter):
-    """Shared construction of the HF image models (ViT/DeiT, Swin): eager attention, blocks in forward order."""
+class HFViTAdapter(HFAdapter):
+    family = "hf_vit"
 
-    gradcam_attr = "layernorm_before"  # default Grad-CAM module of the last block
-
-    def __init__(self, model, *, name, mean, std):
+    def __init__(self, model, *, name="hf_vit", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
         force_eager(model)
         cfg = model.config
-        self.blocks = _find_blocks(model)
-        names = {m: n for n, m in model.named_modules()}
+        self.blocks = find_blocks(model)
+        g = cfg.image_size // cfg.patch_size
         super().__init__(
-            model,
-            name=name,
-            num_frames=1,
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            mean=mean,
-            std=std,
-            labels=_labels(model),
-            gradcam_layer=names[getattr(self.blocks[-1], self.gradcam_attr)],
+            model, name=name, layout=TokenLayout(frames=1, stages=((g, g),), prefix=1, readout="cls"),
+            num_frames=1, image_size=cfg.image_size, patch_size=cfg.patch_size, mean=mean, std=std,
+            labels=hf_labels(model), gradcam_layer=module_name(model, self.blocks[-1].layernorm_before),
         )
 
     def _run(self, x):
         return self.model(pixel_values=x[:, 0]).logits
 
-
-class HFViTAdapter(HFImageAdapter):
-    arch = "vit"
-
-    def __init__(self, model, *, name="hf_vit", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        super().__init__(model, name=name, mean=mean, std=std)
-
-    def _hook_points(self):
-        return [
-            dict(name=f"layer{i}", kind="global", probs_module=b.attention, ln_module=b.layernorm_before)
-            for i, b in enumerate(self.blocks)
-        ]
+    def hook_points(self):
+        return [HookPoint(f"layer{i}", "global", i, b.attention, ln_module=b.layernorm_before)
+                for i, b in enumerate(self.blocks)]
 
 
-class HFSwinAdapter(HFImageAdapter):
-    arch = "swin"
-    gradcam_attr = "layernorm_after"
+def _first(v) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+class HFSwinAdapter(HFAdapter):
+    family = "hf_swin"
 
     def __init__(self, model, *, name="hf_swin", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-        super().__init__(model, name=name, mean=mean, std=std)
+        force_eager(model)
+        cfg = model.config
+        self.blocks = find_blocks(model)
+        grids = [tuple(int(v) for v in b.input_resolution) for b in self.blocks]
+        self.stage_of = [sorted(set(grids), key=grids.index).index(g) for g in grids]
+        super().__init__(
+            model, name=name,
+            layout=TokenLayout(frames=1, stages=tuple(sorted(set(grids), key=grids.index)), prefix=0,
+                               readout="pool"),
+            num_frames=1, image_size=cfg.image_size, patch_size=cfg.patch_size, mean=mean, std=std,
+            labels=hf_labels(model), gradcam_layer=module_name(model, self.blocks[-1].layernorm_after),
+        )
 
-    def _hook_points(self):
-        return [
-            dict(
-                name=f"block{i}",
-                kind="window",
-                probs_module=b.attention,
-                ln_module=b.layernorm_before,
-                block=b,
-                grid=tuple(b.input_resolution),
-                has_cls=False,
-            )
-            for i, b in enumerate(self.blocks)
-        ]
+    def _run(self, x):
+        return self.model(pixel_values=x[:, 0]).logits
+
+    def hook_points(self):
+        return [HookPoint(f"block{i}", "window", i, b.attention, stage=self.stage_of[i], ln_module=b.layernorm_before,
+                          window_shift=(lambda b=b: (_first(b.window_size), _first(b.shift_size))))
+                for i, b in enumerate(self.blocks)]
 
 
 # ----------------------------------------------------------------- builders

@@ -1,0 +1,234 @@
+"""Scale-out: ``xaibench-merge`` over hand-made run folders (sweeps, shards, failed runs,
+usage errors) and real small sweeps through the app with the joblib and submitit launchers,
+merged by the multirun callback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from xaibench.bench import merge as M
+from xaibench.bench.results import AGGREGATE, COLUMNS, write_tables
+
+EXP = "toy"
+SEG_KEY = ["synthetic_image", "vit", "staa", "segmentation"]
+
+
+def _rows(sample_id, values, params, experiment=EXP, seed=0):
+    return [dict(experiment=experiment, dataset="synthetic_image", model="vit", method="staa", params=params,
+                 sample_id=sample_id, metric=m, value=v, higher_is_better=True, metric_params="{}", seed=seed)
+            for m, v in values.items()]
+
+
+def make_run(d: Path, overrides, samples, *, status="complete", provenance=True, tables=True, experiment=EXP,
+             seed=0, skipped=False):
+    """A run folder as the app writes it.  ``samples``: ``{sample_id: (faithfulness, correct, labelled)}``;
+    the segmentation counts go to rows.jsonl as hidden values, and (like the runner) into an aggregate
+    pixel_accuracy row of results.parquet computed from this folder's samples only."""
+    d.mkdir(parents=True)
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    params = json.dumps({"lambda": dict(o.split("=") for o in overrides).get("method.lambda", "1")})
+    all_rows, recs = [], []
+    if skipped:
+        row = dict(experiment=experiment, dataset="synthetic_image", model="vit", method="gradcam", params="{}",
+                   sample_id="", metric="skipped", value=float("nan"), seed=seed, note="not for ViT")
+        all_rows.append(row)
+        recs.append({"kind": "sample", "key": ["skip", "synthetic_image", "vit", "gradcam"], "rows": [row]})
+    for sid, (faith, correct, labelled) in samples.items():
+        rows = _rows(sid, {"faithfulness": faith}, params, experiment, seed)
+        hidden = [[SEG_KEY + [params, "{}"], {"_correct": correct, "_labelled": labelled, "_inter_fg": correct,
+                                              "_inter_bg": 0, "_union_fg": labelled, "_union_bg": labelled - correct}]]
+        all_rows += rows
+        recs.append({"kind": "sample", "key": ["synthetic_image", "vit", "staa", sid], "rows": rows,
+                     "hidden": hidden})
+    (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if tables:
+        c = sum(v[1] for v in samples.values())
+        n = sum(v[2] for v in samples.values())
+        agg = dict(_rows(AGGREGATE, {"pixel_accuracy": c / n}, params, experiment, seed)[0], note=f"n={len(samples)}")
+        write_tables(all_rows + [agg], d)
+    if provenance:
+        (d / "provenance.json").write_text(json.dumps(
+            {"status": status, "seed": seed, "config": {"seed": seed, "experiment": {"name": experiment}}}))
+    return d
+
+
+def stand_in_aggregate_rows(hidden_items, experiment, seed):
+    """Stand-in for the runner's ``aggregate_rows`` (not written yet): pixel accuracy = summed correct
+    pixels / summed labelled pixels per hidden key, as ``Segmentation.reduce`` does."""
+    groups = {}
+    for key, values in hidden_items:
+        groups.setdefault(tuple(key), []).append(values)
+    out = []
+    for (dataset, model, method, _metric, params, mp), vals in groups.items():
+        acc = sum(v["_correct"] for v in vals) / sum(v["_labelled"] for v in vals)
+        out.append(dict(experiment=experiment, dataset=dataset, model=model, method=method, params=params,
+                        sample_id=AGGREGATE, metric="pixel_accuracy", value=acc, higher_is_better=True,
+                        metric_params=mp, seed=seed, note=f"n={len(vals)}"))
+    return out
+
+
+@pytest.fixture
+def aggregate(monkeypatch):
+    """The runner's aggregate_rows if it exists, else the stand-in; records every call."""
+    from xaibench.bench import runner
+
+    real = getattr(runner, "aggregate_rows", None)
+    calls = []
+
+    def spy(hidden_items, experiment, seed):
+        calls.append(list(hidden_items))
+        return (real or stand_in_aggregate_rows)(hidden_items, experiment, seed)
+
+    monkeypatch.setattr(runner, "aggregate_rows", spy, raising=False)
+    return calls
+
+
+BASE = ["experiment=toy", "dataset.n_samples=3"]
+
+
+def test_merge_sweep_swept_column_and_failed_runs(tmp_path, capsys, aggregate):
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0_lambda0", BASE + ["method.lambda=0"], {"a": (0.2, 1, 2), "b": (0.4, 1, 2)})
+    make_run(sweep / "1_lambda0.5", BASE + ["method.lambda=0.5"], {"a": (0.6, 2, 2)}, status="interrupted")
+    # killed before its tables and provenance: only rows.jsonl and .hydra/
+    make_run(sweep / "2_lambda2", BASE + ["method.lambda=2"], {"a": (1.0, 0, 2)}, provenance=False, tables=False)
+    (sweep / "multirun.yaml").write_text("{}")
+
+    assert M.main([str(sweep)]) == 0
+    err = capsys.readouterr().err
+    assert "1_lambda0.5 is interrupted" in err and "2_lambda2 is failed" in err
+
+    res = pd.read_parquet(sweep / "results.parquet")
+    assert list(res.columns) == COLUMNS + ["method.lambda"]
+    assert res["method.lambda"].dtype == float
+    per = res[res["metric"] == "faithfulness"]
+    assert sorted(zip(per["method.lambda"], per["sample_id"], per["value"])) == \
+        [(0.0, "a", 0.2), (0.0, "b", 0.4), (0.5, "a", 0.6), (2.0, "a", 1.0)]
+
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary.columns[:1]) == ["method.lambda"]
+    faith = summary[summary["metric"] == "faithfulness"].set_index("method.lambda")
+    assert faith.loc[0.0, "mean"] == pytest.approx(np.mean([0.2, 0.4]))
+    assert faith.loc[0.0, "std"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert faith.loc[0.0, "n"] == 2 and faith.loc[0.5, "n"] == 1
+    acc = summary[summary["metric"] == "pixel_accuracy"].set_index("method.lambda")
+    assert acc.loc[0.0, "mean"] == pytest.approx(2 / 4)  # the run's own aggregate row, kept as it is
+
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert list(runs["status"]) == ["complete", "interrupted", "failed"]
+    assert list(runs["n_rows"]) == [3, 2, 1]  # results rows read (aggregate included); the failed run: rows.jsonl
+    assert "method.lambda=0.5" in runs.loc[1, "overrides"]
+    assert "provenance.json" in runs.loc[2, "note"]
+    # keys with the same value in every run are not columns
+    assert "dataset.n_samples" not in res and "experiment" in res  # (the results column, not a swept one)
+
+
+def test_merge_shards_recompute_aggregates(tmp_path, aggregate):
+    """Two shards for each of two lambdas: per-sample rows concatenated, pixel accuracy recomputed
+    from the counts of all samples (pooled), not taken from the shards' own aggregate rows."""
+    root = tmp_path / "runs"
+    counts = {"0": {0: {"a": (0.1, 9, 10), "b": (0.3, 1, 10)}, 1: {"c": (0.5, 90, 100)}},
+              "1": {0: {"a": (0.2, 5, 10), "b": (0.4, 5, 10)}, 1: {"c": (0.6, 10, 100)}}}
+    for lam, shards in counts.items():
+        for i, samples in shards.items():
+            make_run(root / f"l{lam}_s{i}", BASE + [f"method.lambda={lam}", f"shard={i}/2"], samples, skipped=True)
+    m = M.merge_runs([root])
+    assert m.swept == ["method.lambda"]  # shard is not a swept column
+    assert "shard" not in m.results
+    assert len(aggregate) == 2 and sorted(len(c) for c in aggregate) == [3, 3]  # one call per run, 3 samples each
+
+    res = m.results
+    assert (res["metric"] == "skipped").sum() == 2  # one per run, not one per shard
+    agg = res[(res["sample_id"] == AGGREGATE) & (res["metric"] == "pixel_accuracy")].set_index("method.lambda")["value"]
+    assert len(agg) == 2
+    assert agg[0] == pytest.approx((9 + 1 + 90) / (10 + 10 + 100))  # 0.8333, where the shards' mean is 0.7
+    assert agg[1] == pytest.approx((5 + 5 + 10) / 120)
+    faith = m.summary[m.summary["metric"] == "faithfulness"].set_index("method.lambda")
+    assert faith.loc[0, "mean"] == pytest.approx(np.mean([0.1, 0.3, 0.5]))
+    assert faith.loc[0, "n"] == 3
+    acc = m.summary[m.summary["metric"] == "pixel_accuracy"].set_index("method.lambda")
+    assert acc.loc[0, "n"] == 3 and np.isnan(acc.loc[0, "std"])
+    assert list(m.runs["shard"]) == ["0/2", "1/2", "0/2", "1/2"]
+
+
+def test_merge_partial_and_overlapping_shards(tmp_path, aggregate):
+    root = tmp_path / "runs"
+    make_run(root / "s0", BASE + ["shard=0/3"], {"a": (0.1, 1, 1)})
+    make_run(root / "s1", BASE + ["shard=1/3"], {"b": (0.2, 1, 1)})
+    m = M.merge_runs([root])
+    assert any("only 2 of 3 shards" in w for w in m.warnings)
+    make_run(root / "s2", BASE + ["shard=2/3"], {"b": (0.2, 1, 1)})
+    with pytest.raises(M.UserError, match="sample b .* more than one of the shards"):
+        M.merge_runs([root])
+
+
+def _error(argv, capsys):
+    assert M.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xaibench-merge: error: ") and "Traceback" not in err
+    return err
+
+
+def test_merge_usage_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert "no run folders found" in _error([tmp_path / "empty"], capsys)
+    assert "is not a folder" in _error([tmp_path / "missing", "--out", tmp_path / "o"], capsys)
+
+    a = make_run(tmp_path / "a", ["method.lambda=0"], {"x": (0.1, 1, 1)})
+    b = make_run(tmp_path / "b", ["method.lambda=1"], {"x": (0.1, 1, 1)}, experiment="other")
+    assert "different experiments" in _error([a, b, "--out", tmp_path / "o"], capsys)
+    assert "pass --out" in _error([a], capsys)
+
+    c = make_run(tmp_path / "c", ["method.lambda=0"], {"y": (0.1, 1, 1)})
+    assert "same settings but are not distinct shards" in _error([a, c, "--out", tmp_path / "o"], capsys)
+
+    (c / "results.parquet").write_bytes(b"not parquet")
+    assert f"cannot read {c / 'results.parquet'}" in _error([c, "--out", tmp_path / "o"], capsys)
+    (a / ".hydra" / "overrides.yaml").write_text("{not: a list}")
+    assert "is not a list of overrides" in _error([a, "--out", tmp_path / "o"], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ real sweeps through the app
+def _sweep(tmp_path, launcher_args):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "xaibench.bench.app", "-m", "experiment=staa_synthetic", "dataset.n_samples=1",
+           "threads=1", "print_summary=false", "method.lambda=0,1", f"hydra.sweep.dir={sweep}",
+           "hydra/callbacks=merge", *launcher_args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    points = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert len(points) == 2
+    for d in points:
+        for f in ("results.parquet", "results.csv", "summary.csv", "provenance.json"):
+            assert (d / f).exists(), d / f
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary.columns[0] == "method.lambda"
+    assert sorted(summary["method.lambda"].unique()) == [0, 1]
+    # the merged summary holds each point's own summary, values unchanged
+    for d in points:
+        lam = M.read_run(d).overrides["method.lambda"]
+        own = pd.read_csv(d / "summary.csv").sort_values(["method", "metric"]).reset_index(drop=True)
+        part = summary[summary["method.lambda"] == lam].drop(columns="method.lambda")
+        part = part.sort_values(["method", "metric"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(part[own.columns], own, check_dtype=False)
+    assert list(pd.read_csv(sweep / "runs.csv")["status"]) == ["complete", "complete"]
+    return sweep
+
+
+def test_sweep_joblib(tmp_path):
+    _sweep(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+
+
+def test_sweep_submitit_local(tmp_path):
+    sweep = _sweep(tmp_path, ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"])
+    assert (sweep / ".submitit").is_dir()

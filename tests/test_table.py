@@ -1,0 +1,145 @@
+"""The terminal table (xaibench.bench.table.format_table)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xaibench.bench.table import decimals, format_cell, format_table, variant_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(method, metric, mean, params=None, hib=True, **kw):
+    return dict(experiment="e", dataset="d", model="m", method=method, params=json.dumps(params or {}),
+                metric=metric, mean=mean, std=0.1, n=8, higher_is_better=hib, **kw)
+
+
+def _line(table: str, label: str) -> str:
+    return next(x for x in table.splitlines() if x.startswith(label + " ") or x == label)
+
+
+def _blocks(table: str):
+    """(first, last, total) of every block title."""
+    return [tuple(map(int, m)) for m in re.findall(r"\(metrics (\d+)-(\d+) of (\d+)\)", table)]
+
+
+def test_committed_summary_fits_120_columns_and_keeps_every_metric():
+    s = pd.read_csv(ROOT / "results" / "main_job" / "summary.csv")
+    t = format_table(s)
+    assert max(len(x) for x in t.splitlines()) <= 120
+    blocks = _blocks(t)
+    per_bench = s.groupby(["dataset", "model"])["metric"].nunique()
+    # the blocks of each benchmark cover its metrics 1..N without gap
+    assert sum(last - first + 1 for first, last, _ in blocks) == per_bench.sum()
+    assert sorted({n for *_, n in blocks}) == sorted(set(per_bench))
+    assert "\033" not in t
+    for method in s["method"].unique():
+        assert sum(x.startswith(method + " ") for x in t.splitlines()) == len(blocks)
+
+
+@pytest.mark.parametrize("width", [120, 80])
+def test_many_long_metrics_split_into_blocks_within_the_width(width):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        for meth in ("staa", "rollout", "a_method_with_a_rather_long_label_name", "control_random"):
+            m = rng.uniform(0, 1)
+            rows.append(_row(meth, f"metric_number_{i}_with_a_long_name", m, ci_low=m - 0.05, ci_high=m + 0.05,
+                             kind="control" if meth.startswith("control") else "method"))
+    t = format_table(pd.DataFrame(rows), width=width)
+    assert max(len(x) for x in t.splitlines()) <= width
+    blocks = _blocks(t)
+    assert len(blocks) > 1 and blocks[-1][1] == 40 and blocks[0][0] == 1
+
+
+def _hand_case(with_best: bool):
+    """Two metrics (one up, one down), three methods and a control that beats them all."""
+    rows = [
+        _row("a", "up", 0.90, ci_low=0.85, ci_high=0.95, kind="method", best="best", valid=True),
+        _row("b", "up", 0.88, ci_low=0.80, ci_high=0.93, kind="method", best="tied", valid=True),
+        _row("c", "up", 0.50, ci_low=0.45, ci_high=0.55, kind="method", best="", valid=True),
+        _row("control_gt", "up", 0.99, ci_low=0.98, ci_high=1.0, kind="control", best="", valid=True),
+        _row("a", "down", 0.40, hib=False, ci_low=0.3, ci_high=0.5, kind="method", best="", valid=False),
+        _row("b", "down", 0.20, hib=False, ci_low=0.1, ci_high=0.3, kind="method", best="best", valid=False),
+        _row("c", "down", 0.30, hib=False, ci_low=0.2, ci_high=0.4, kind="method", best="", valid=False),
+        _row("control_gt", "down", 0.01, hib=False, ci_low=0.0, ci_high=0.02, kind="control", best="",
+             valid=False),
+    ]
+    df = pd.DataFrame(rows)
+    return df if with_best else df.drop(columns="best")
+
+
+def test_markers_intervals_and_arrows_on_a_hand_built_case():
+    validity = pd.DataFrame([dict(experiment="e", dataset="d", model="m", metric="down", verdict="invalid",
+                                  reason="the ground-truth control does not beat random")])
+    t = format_table(_hand_case(True), validity=validity)
+    header = next(x for x in t.splitlines() if x.startswith("method"))
+    assert "up ↑" in header and "down ↓ ✗" in header
+    # columns: up, then down
+    assert _line(t, "a").split()[1:4] == ["0.900", "[0.85,0.95]*", "0.400"]
+    assert _line(t, "b").split()[1:3] == ["0.880", "[0.80,0.93]~"]
+    assert _line(t, "b").endswith("[0.10,0.30]*")
+    assert "*" not in _line(t, "c") and "~" not in _line(t, "c")
+    # the control is below a separator and never marked
+    lines = t.splitlines()
+    assert lines.index(_line(t, "control_gt")) > lines.index(next(x for x in lines if x.startswith("·· controls")))
+    assert lines.index(_line(t, "control_gt")) > lines.index(_line(t, "c"))
+    assert "*" not in _line(t, "control_gt")
+    assert "✗ down: the ground-truth control does not beat random" in t
+    assert "~ not significantly different from the best" in t
+
+
+def test_best_without_the_best_column_ignores_controls_and_follows_direction():
+    t = format_table(_hand_case(False))
+    assert _line(t, "a").split()[2].endswith("*")  # highest of up among the methods
+    assert not _line(t, "b").split()[2].endswith("*")
+    assert _line(t, "b").endswith("*")  # lowest of down
+    assert "*" not in _line(t, "control_gt")
+    assert "✗ down: judged invalid" in t  # valid=False without a validity.csv reason
+
+
+def test_std_cells_when_there_are_no_intervals():
+    s = pd.DataFrame([_row("a", "up", 0.812), _row("b", "up", 0.5)])
+    t = format_table(s)
+    assert "0.812 ± 0.100*" in t and "cells: mean ± std" in t
+
+
+def test_labels_and_legend():
+    long = dict(enhance=True, layers=1, smoothing="none", temporal="temporal_attention")
+    rows = [_row("staa", "up", 0.5, params=dict(long, **{"lambda": 0.5})),
+            _row("staa", "up", 0.6, params=dict(long, **{"lambda": 2.0})),
+            _row("rollout", "up", 0.7, params={"layers": None}),
+            _row("lime", "up", 0.4, params={"n_samples": 16, "seed": 0}),
+            _row("lime", "up", 0.45, params={"n_samples": 32, "seed": 0})]
+    s = pd.DataFrame(rows)
+    labels, legend = variant_labels(s)
+    assert list(labels) == ["staa#1", "staa#2", "rollout", "lime#1", "lime#2"]
+    # long parameter lists: only the differing key; short ones: all; single setting: all
+    assert legend == {"staa#1": "lambda=0.5", "staa#2": "lambda=2.0", "rollout": "layers=null",
+                      "lime#1": "n_samples=16, seed=0", "lime#2": "n_samples=32, seed=0"}
+    t = format_table(s)
+    assert "  staa#2" in t and "lambda=2.0" in t and "enhance" not in t
+
+
+def test_colour_only_on_request():
+    s = _hand_case(True)
+    assert "\033[" not in format_table(s)
+    assert "\033[1;32m" in format_table(s, color=True)
+
+
+def test_decimals_and_cells():
+    assert decimals([0.5, 0.9]) == 3
+    assert decimals([0.0092, 0.001]) == 5  # three significant digits of 0.0092
+    assert decimals([258.0, 1.0]) == 0
+    assert decimals([12.3]) == 1
+    assert format_cell(0.8123, lo=0.7912, hi=0.8344) == "0.812 [0.79,0.83]"
+    assert format_cell(0.8123, std=0.05) == "0.812 ± 0.050"
+    assert format_cell(float("nan")) == "n/a"
+
+
+def test_empty_summary():
+    assert format_table(pd.DataFrame()) == "(no results)"

@@ -1,0 +1,177 @@
+"""Explanations kept for the report: the first N samples of every benchmark.
+
+The runner asks :meth:`Gallery.want` for each sample and :meth:`Gallery.add`s
+every method's explanation of the wanted ones; :func:`read_gallery` reads them
+back for :mod:`xaibench.bench.report`.  One HDF5 file (``gallery.h5``)::
+
+    /<dataset>/<model>/<sample>/        attrs: dataset, model, sample_id, label
+        x        (T, C, H, W) float16   pixels in [0, 1]
+        mask     (T, H, W) bool         ground truth, if any
+        frames   (T,) bool              ground-truth evidence frames, if any
+        methods/<method>/               attrs: label, scale
+            volume        (T, H, W) float16   attribution / scale
+            frame_scores  (T,) float32
+
+Group names come from data (sample ids, labels), so they are made file-name
+safe (``xaibench.bench.io.safe_name`` when that module exists, else the small
+sanitiser below); the original names are kept as attributes, and a name whose
+safe form is taken by another name gets a CRC-32 suffix.  Volumes are stored
+as float16 divided by their largest magnitude (``scale``), so that neither
+large nor tiny attributions over- or underflow; the reader multiplies back.
+Adding an entry that exists (a resumed run) overwrites it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+try:  # the project's shared sanitiser, when present
+    from .io import safe_name as _safe_name
+except ImportError:  # pragma: no cover - depends on the tree's state
+    _safe_name = None
+
+
+def _sanitise(name: str) -> str:
+    """Letters, digits, ``.``, ``_`` and ``-`` only, no leading dot, at most 80 characters; a name that had to
+    change gets the CRC-32 of the original appended, so different names stay different."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".")[:80]
+    return s if s == str(name) and s else f"{s}-{zlib.crc32(str(name).encode()):08x}"
+
+
+def safe_key(name: str) -> str:
+    """A file- and HDF5-safe group name for ``name`` (no ``/``, no leading ``.``, never empty)."""
+    s = _safe_name(str(name)) if _safe_name is not None else _sanitise(name)
+    return _sanitise(s) if (not s or "/" in s or s.startswith(".")) else s
+
+
+def _np(t) -> Optional[np.ndarray]:
+    if t is None:
+        return None
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().numpy()
+    return np.asarray(t)
+
+
+class Gallery:
+    """Writer of ``gallery.h5`` (see the module docstring); ``n_samples = 0`` writes nothing."""
+
+    def __init__(self, path, n_samples: int):
+        self.path = Path(path)
+        self.n_samples = int(n_samples)
+        self._f = None
+
+    def want(self, dataset: str, model: str, index: int) -> bool:
+        """Keep the sample at dataset position ``index``? (the first ``n_samples`` of every benchmark)"""
+        return 0 <= int(index) < self.n_samples
+
+    def _file(self):
+        import h5py
+
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._f = h5py.File(self.path, "a", track_order=True)
+            except OSError as e:  # e.g. a file left half-written by a killed run: start a new one
+                bad = self.path.with_suffix(".h5.unreadable")
+                self.path.replace(bad)
+                warnings.warn(f"{self.path} could not be opened ({e}); moved it to {bad} and started a new gallery")
+                self._f = h5py.File(self.path, "a", track_order=True)
+        return self._f
+
+    @staticmethod
+    def _child(group, name: str):
+        """The subgroup for ``name``: its safe key, or key + CRC-32 when the key belongs to another name."""
+        key = safe_key(name)
+        if key in group and group[key].attrs.get("name") != str(name):
+            key = f"{key}-{zlib.crc32(str(name).encode()):08x}"
+        g = group[key] if key in group else group.create_group(key, track_order=True)
+        g.attrs["name"] = str(name)
+        return g
+
+    def add(self, dataset: str, model: str, sample, method_label: str, explanation) -> None:
+        """Store ``sample`` (``sample_id, x, mask, frames, label``) and ``explanation``
+        (``volume`` (T, H, W), ``frame_scores`` (T,)) under ``method_label``; overwrites an existing entry."""
+        f = self._file()
+        g = self._child(self._child(self._child(f, str(dataset)), str(model)), str(sample.sample_id))
+        g.attrs.update(dataset=str(dataset), model=str(model), sample_id=str(sample.sample_id),
+                       label=-1 if sample.label is None else int(sample.label))
+        arrays = {"x": _np(sample.x).astype(np.float16),
+                  "mask": None if sample.mask is None else _np(sample.mask).astype(bool),
+                  "frames": None if sample.frames is None else _np(sample.frames).astype(bool)}
+        for k, v in arrays.items():
+            if k in g:
+                del g[k]
+            if v is not None:
+                g.create_dataset(k, data=v, compression="gzip" if v.size > 64 else None)
+        methods = g["methods"] if "methods" in g else g.create_group("methods", track_order=True)
+        m = self._child(methods, str(method_label))
+        vol = _np(explanation.volume).astype(np.float64)
+        scale = float(np.nanmax(np.abs(vol))) if vol.size and np.isfinite(vol).any() else 0.0
+        for k in ("volume", "frame_scores"):
+            if k in m:
+                del m[k]
+        m.create_dataset("volume", data=(vol / scale if scale > 0 else vol).astype(np.float16), compression="gzip")
+        m.create_dataset("frame_scores", data=_np(explanation.frame_scores).astype(np.float32))
+        m.attrs.update(label=str(method_label), scale=scale)
+        f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class GalleryItem:
+    """One stored sample and its explanations (``methods``: label -> (volume (T, H, W), frame_scores (T,)))."""
+
+    dataset: str
+    model: str
+    sample_id: str
+    x: np.ndarray
+    label: Optional[int] = None
+    mask: Optional[np.ndarray] = None
+    frames: Optional[np.ndarray] = None
+    methods: Dict[str, tuple] = field(default_factory=dict)
+
+
+def read_gallery(path) -> List[GalleryItem]:
+    """Every sample of ``gallery.h5`` in the order written (``[]`` when the file does not exist)."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    items = []
+    with h5py.File(path, "r") as f:
+        for dg in f.values():
+            for mg in dg.values():
+                for sg in mg.values():
+                    if "x" not in sg:
+                        continue
+                    a = sg.attrs
+                    methods = {}
+                    for m in sg.get("methods", {}).values():
+                        vol = m["volume"][()].astype(np.float32) * (float(m.attrs.get("scale", 1.0)) or 1.0)
+                        methods[str(m.attrs.get("label", m.name.rsplit("/", 1)[-1]))] = (vol, m["frame_scores"][()])
+                    label = int(a.get("label", -1))
+                    items.append(GalleryItem(
+                        dataset=str(a.get("dataset", "")), model=str(a.get("model", "")),
+                        sample_id=str(a.get("sample_id", "")), x=sg["x"][()].astype(np.float32),
+                        label=None if label < 0 else label,
+                        mask=sg["mask"][()] if "mask" in sg else None,
+                        frames=sg["frames"][()] if "frames" in sg else None, methods=methods))
+    return items

@@ -1,0 +1,733 @@
+"""``report.html``: one self-contained page per run folder or multirun folder.
+
+    xaibench-report RUN_DIR            # writes RUN_DIR/report.html
+    xaibench-report MULTIRUN_DIR       # a sweep: its run folders merged (xaibench.bench.merge)
+
+The page is rendered with jinja2 from ``templates/report.html.j2``; plots are
+drawn with matplotlib (Agg, no display) and every image is embedded as a
+``data:`` URI, the CSS is inline and there are no scripts, so the file can be
+mailed or archived and opened offline.  Sections (each shown when its inputs
+exist; a missing or unreadable piece adds a note instead of failing):
+
+* **Summary**: one table per benchmark (:mod:`xaibench.bench.table` helpers):
+  ``mean`` with ``[ci_low, ci_high]`` (else ``± std``), best and tied cells,
+  controls below the methods, metrics judged invalid (``valid`` / ``validity.csv``)
+  marked with their reason; ``validity.csv`` and ``comparisons.csv`` in full
+  below, folded.
+* **Ranking**: per benchmark, each method's mean rank over the quality metrics
+  (the cost metrics and invalid metrics left out): the average of
+  ``ranking.csv``'s ``mean_rank`` (per-sample ranks averaged over samples), or,
+  without that file, the average over metrics of the rank of the method's mean
+  (1 = best, ties share the average rank, as :func:`scipy.stats.rankdata`).
+* **Cost and quality**: per benchmark, explain time in forward passes
+  (``explain_time_s`` mean / ``provenance.json`` ``forward_time_s[model]``;
+  seconds when the forward time is unknown) against the first present of
+  :data:`QUALITY_FOR_COST`.
+* **Ablations**: for every method and parameter whose value varies while its
+  other parameters stay fixed (within a run, or across the runs of a sweep,
+  whose swept values are folded into the methods' parameters), every metric
+  against the parameter value, with the ``[ci_low, ci_high]`` band.
+* **Gallery** (``gallery.h5``, :mod:`xaibench.bench.gallery`): per sample the
+  input and every method's attribution over it (jet colour map on the grey
+  input, min-max normalised over the whole clip) with the ground-truth outline
+  (white, edged in black); videos are animated GIFs with the per-frame scores beneath (red:
+  ground-truth evidence frames, the current frame outlined).  Without a gallery,
+  the PNGs of ``figures/`` are shown.
+* **Published numbers**: ``reference_comparison.csv`` of the paper experiments.
+* **Provenance**: status, versions, seed, git revision, device, wall time, config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+from .table import (BENCH, COST_METRICS, best_marks, decimals, format_cell, invalid_metrics, is_control, params_text,
+                    metric_order, parse_params, variant_labels)
+
+QUALITY_FOR_COST = ("insertion_auc", "faithfulness_correlation", "ap", "miou")
+RUN_FILES = ("provenance.json", "rows.jsonl")
+TABLE_FILES = ("summary.csv", "results.parquet")
+MAX_GALLERY = 6  # samples per benchmark shown
+TILE = 176  # pixels: the longer side of a gallery image
+
+
+@dataclass
+class RunData:
+    """What a run (or merged multirun) folder holds; ``None`` / empty where a piece is missing."""
+
+    path: Path
+    summary: Optional[pd.DataFrame] = None
+    validity: Optional[pd.DataFrame] = None
+    ranking: Optional[pd.DataFrame] = None
+    comparisons: Optional[pd.DataFrame] = None
+    reference: Optional[pd.DataFrame] = None
+    provenance: dict = field(default_factory=dict)
+    gallery: list = field(default_factory=list)  # (run caption, GalleryItem)
+    figures: List[Path] = field(default_factory=list)
+    runs: List[dict] = field(default_factory=list)  # multirun: one dict per run folder
+    swept: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- reading
+def _csv(path: Path, notes: List[str]) -> Optional[pd.DataFrame]:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except Exception as e:  # an unreadable table is shown as a note, the rest of the report stays
+        notes.append(f"{path.name} could not be read ({type(e).__name__}: {e})")
+        return None
+
+
+def _rows_summary(path: Path, notes: List[str]) -> Optional[pd.DataFrame]:
+    """The summary of a run without ``summary.csv``: from ``results.parquet``, else ``rows.jsonl`` (interrupted)."""
+    from .results import summarise, to_frame
+
+    try:
+        if (path / "results.parquet").exists():
+            return summarise(pd.read_parquet(path / "results.parquet"))
+        if (path / "rows.jsonl").exists():
+            rows = []
+            for line in (path / "rows.jsonl").read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:  # the line an interruption cut
+                    continue
+                rows += rec.get("rows", []) if rec.get("kind") == "sample" else []
+            notes.append("no summary.csv: the summary was computed from the finished samples in rows.jsonl")
+            return summarise(to_frame(rows)) if rows else None
+    except Exception as e:
+        notes.append(f"the per-sample results could not be read ({type(e).__name__}: {e})")
+    return None
+
+
+def _gallery(path: Path, notes: List[str]) -> list:
+    from .gallery import read_gallery
+
+    try:
+        return read_gallery(path / "gallery.h5")
+    except Exception as e:
+        notes.append(f"gallery.h5 could not be read ({type(e).__name__}: {e})")
+        return []
+
+
+def load_run(path: Path) -> RunData:
+    """Read every piece of one run folder that exists."""
+    d = RunData(Path(path))
+    d.summary = _csv(path / "summary.csv", d.notes)
+    if d.summary is None:
+        d.summary = _rows_summary(path, d.notes)
+    for name in ("validity", "ranking", "comparisons"):
+        setattr(d, name, _csv(path / f"{name}.csv", d.notes))
+    d.reference = _csv(path / "reference_comparison.csv", d.notes)
+    if (path / "provenance.json").exists():
+        try:
+            d.provenance = json.loads((path / "provenance.json").read_text())
+        except Exception as e:
+            d.notes.append(f"provenance.json could not be read ({type(e).__name__}: {e})")
+    else:
+        d.notes.append("no provenance.json: the run stopped before writing it")
+    d.gallery = [("", g) for g in _gallery(path, d.notes)]
+    d.figures = sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []
+    return d
+
+
+def _fold_swept(summary: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
+    """Put a sweep's swept values into the methods' ``params`` and drop the duplicates that leaves.
+
+    ``method.K`` goes in as ``K`` for the methods that have a parameter ``K`` (they hold the swept value
+    already; the others did not use it, so their rows of the different runs are the same setting and the
+    first is kept); any other swept key (``dataset.n_samples``, ``seed``) goes in under its full name.
+    """
+    s = summary.copy()
+    params = []
+    for _, r in s.iterrows():
+        d = parse_params(r.get("params"))
+        for k in swept:
+            v = r.get(k)
+            v = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            if k.startswith("method."):
+                if k[len("method."):] in d and v is not None:
+                    d[k[len("method."):]] = v
+            else:
+                d[k] = v.item() if hasattr(v, "item") else v
+        params.append(json.dumps(d, sort_keys=True, default=str))
+    s["params"] = params
+    keys = [c for c in BENCH + ["method", "params", "metric"] if c in s]
+    return s.drop_duplicates(keys).drop(columns=[k for k in swept if k in s]).reset_index(drop=True)
+
+
+def load_multirun(path: Path) -> RunData:
+    """Merge the run folders under ``path`` with :func:`xaibench.bench.merge.merge_runs`."""
+    from .merge import merge_runs  # imported here: the single-run report does not need it
+
+    merged = merge_runs([path])
+    d = RunData(Path(path), swept=list(merged.swept))
+    d.notes += list(getattr(merged, "warnings", []))
+    d.summary = _fold_swept(merged.summary, d.swept) if merged.summary is not None else None
+    runs = getattr(merged, "runs", None)
+    folders = [Path(p) for p in runs["path"]] if runs is not None and len(runs) else _run_folders(path)
+    for i, folder in enumerate(folders):
+        run = load_run(folder)
+        over = runs.iloc[i].get("overrides", "") if runs is not None and len(runs) > i else ""
+        caption = str(over or folder.name)
+        d.runs.append({"name": caption, "path": str(folder), "provenance": run.provenance,
+                       "notes": run.notes})
+        d.gallery += [(caption, g) for _, g in run.gallery]
+        if not d.provenance and run.provenance:
+            d.provenance = dict(run.provenance)
+        for name in ("validity", "reference"):
+            if getattr(run, name) is not None:
+                setattr(d, name, pd.concat([getattr(d, name), getattr(run, name)]).drop_duplicates()
+                        if getattr(d, name) is not None else getattr(run, name))
+    # forward times of every run (a model measured in any run)
+    fwd = {}
+    for r in d.runs:
+        fwd.update({k: v for k, v in (r["provenance"].get("forward_time_s") or {}).items() if k not in fwd})
+    if fwd:
+        d.provenance["forward_time_s"] = fwd
+    return d
+
+
+def _is_run(p: Path) -> bool:
+    return any((p / f).exists() for f in RUN_FILES)
+
+
+def _run_folders(path: Path) -> List[Path]:
+    return sorted({f.parent for name in RUN_FILES for f in path.rglob(name) if f.parent != path},
+                  key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])
+
+
+def load(path) -> RunData:
+    """A run folder (``provenance.json`` or ``rows.jsonl``, or just the tables), or a folder of run folders."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder; pass a run folder (it holds summary.csv, results.parquet or "
+                        f"rows.jsonl) or a multirun folder holding run folders")
+    if _is_run(path):
+        return load_run(path)
+    if _run_folders(path):
+        return load_multirun(path)
+    if any((path / f).exists() for f in TABLE_FILES):
+        return load_run(path)
+    raise UserError(f"{path} holds no results: expected summary.csv, results.parquet, rows.jsonl or "
+                    f"provenance.json in it or in its subfolders; check the path")
+
+
+# ------------------------------------------------------------------------------------------ drawing
+def _uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _fig_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return _uri(buf.getvalue(), "image/png")
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure  # no pyplot: no backend or display involved
+
+    fig = Figure(figsize=(w, h))
+    return fig
+
+
+def _short(text: str, n: int = 22) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
+    s = summary.reset_index(drop=True).copy()
+    for c in BENCH:
+        if c not in s:
+            s[c] = ""
+    for c in ("mean", "std", "ci_low", "ci_high"):
+        s[c] = pd.to_numeric(s[c], errors="coerce") if c in s else np.nan
+    if "higher_is_better" not in s:
+        s["higher_is_better"] = True
+    s["higher_is_better"] = s["higher_is_better"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    s["label"], _ = variant_labels(s)
+    s["control"] = is_control(s)
+    return s
+
+
+def _bench_name(bench) -> str:
+    return " · ".join(str(x) for x in bench if str(x) not in ("", "nan"))
+
+
+def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
+    """Per benchmark: header cells (name, arrow, invalid footnote) and rows of cells for the template."""
+    invalid = invalid_metrics(s, validity)
+    out = []
+    for bench, b in s.groupby(BENCH, sort=False, dropna=False):
+        metrics = metric_order(b["metric"])
+        notes, head = [], []
+        for m in metrics:
+            mb = b[b["metric"] == m]
+            key = tuple(bench) + (m,)
+            note = None
+            if key in invalid:
+                notes.append(f"{m}: {invalid[key] or 'judged invalid on this benchmark'}")
+                note = len(notes)
+            head.append({"name": m, "parts": m.split("_"), "arrow": "↑" if bool(mb["higher_is_better"].iloc[0]) else "↓", "note": note,
+                         "cost": m in COST_METRICS})
+        cells: Dict[tuple, dict] = {}
+        for m in metrics:
+            mb = b[b["metric"] == m]
+            d = decimals(mb["mean"].tolist() + mb["ci_low"].tolist() + mb["ci_high"].tolist())
+            marks = best_marks(mb)
+            for i, r in mb.iterrows():
+                text = format_cell(r["mean"], r["std"], r["ci_low"], r["ci_high"], d)
+                mean, _, interval = text.partition(" ")
+                cells[(r["label"], m)] = {"mean": mean, "interval": interval, "mark": marks[i],
+                                          "invalid": key_in(bench, m, invalid), "n": r.get("n")}
+        rows = {False: [], True: []}
+        for label, lb in b.groupby("label", sort=False):
+            rows[bool(lb["control"].iloc[0])].append(
+                {"label": label, "cells": [cells.get((label, m)) for m in metrics]})
+        out.append({"name": _bench_name(bench), "head": head, "methods": rows[False], "controls": rows[True],
+                    "notes": notes})
+    return out
+
+
+def key_in(bench, metric, invalid) -> bool:
+    return tuple(bench) + (metric,) in invalid
+
+
+def quality_metrics(s: pd.DataFrame, validity=None) -> pd.DataFrame:
+    """The rows of quality metrics: cost metrics and metrics judged invalid left out."""
+    invalid = invalid_metrics(s, validity)
+    bad = [tuple(r[c] for c in BENCH) + (r["metric"],) in invalid for _, r in s.iterrows()]
+    return s[~s["metric"].isin(COST_METRICS) & ~np.asarray(bad, dtype=bool)]
+
+
+def mean_ranks(s: pd.DataFrame, ranking: Optional[pd.DataFrame], validity=None) -> pd.DataFrame:
+    """Per benchmark x label x metric: the rank (1 = best); see the module docstring for the two sources."""
+    q = quality_metrics(s, validity)
+    if ranking is not None and {"method", "metric", "mean_rank"} <= set(ranking.columns):
+        r = ranking.copy()
+        for c in BENCH:
+            if c not in r:
+                r[c] = s[c].iloc[0] if len(s) else ""
+        r["params"] = r["params"].astype(str) if "params" in r else ""
+        labels = s.drop_duplicates(["method", "params"]).assign(params=lambda x: x["params"].astype(str))
+        r = r.merge(labels[["method", "params", "label", "control"]], on=["method", "params"], how="left")
+        r["label"] = r["label"].fillna(r["method"])
+        r["control"] = r["control"].fillna(r["method"].isin([m for m in s["method"] if m.startswith("control_")]))
+        keep = set(map(tuple, q[BENCH + ["metric"]].astype(str).values))
+        r = r[[tuple(x) in keep for x in r[BENCH + ["metric"]].astype(str).values]]
+        return r[BENCH + ["label", "control", "metric"]].assign(rank=pd.to_numeric(r["mean_rank"], errors="coerce"))
+    out = []
+    for _, g in q.groupby(BENCH + ["metric"], sort=False, dropna=False):
+        g = g[np.isfinite(g["mean"])]
+        if len(g) > 1:
+            asc = not bool(g["higher_is_better"].iloc[0])
+            out.append(g[BENCH + ["label", "control", "metric"]].assign(
+                rank=g["mean"].rank(ascending=asc, method="average")))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def ranking_plots(s, ranking, validity) -> List[dict]:
+    ranks = mean_ranks(s, ranking, validity)
+    if ranks.empty:
+        return []
+    out = []
+    for bench, r in ranks.groupby(BENCH, sort=False, dropna=False):
+        avg = r.groupby(["label", "control"], sort=False)["rank"].mean().reset_index().sort_values("rank")
+        labels = list(avg["label"])
+        fig = _figure(6.4, 0.6 + 0.32 * len(labels))
+        ax = fig.add_subplot()
+        y = np.arange(len(labels))
+        ax.barh(y, avg["rank"], color=["#9aa0a6" if c else "#4c78a8" for c in avg["control"]], alpha=0.85,
+                label="mean over metrics")
+        pos = {lab: i for i, lab in enumerate(labels)}
+        ax.scatter(r["rank"], [pos[lab] for lab in r["label"]], s=9, color="#e45756", zorder=3,
+                   label="one metric")
+        ax.set_yticks(y, [_short(x, 26) for x in labels], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean rank (1 = best)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xlim(0, max(len(labels), float(np.nanmax(r["rank"]))) + 0.5)
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+        ax.grid(axis="x", alpha=0.3)
+        out.append({"name": _bench_name(bench), "img": _fig_uri(fig), "n_metrics": r["metric"].nunique()})
+    return out
+
+
+def cost_plots(s, provenance, validity) -> List[dict]:
+    fwd = provenance.get("forward_time_s") or {}
+    invalid = invalid_metrics(s, validity)
+    out = []
+    for bench, b in s.groupby(BENCH, sort=False, dropna=False):
+        present = [m for m in QUALITY_FOR_COST if m in set(b["metric"]) and not key_in(bench, m, invalid)]
+        t = b[b["metric"] == "explain_time_s"].set_index("label")
+        if not present or t.empty:
+            continue
+        q = b[b["metric"] == present[0]].set_index("label")
+        both = [lab for lab in q.index if lab in t.index and np.isfinite(t.loc[lab, "mean"])]
+        if not both:
+            continue
+        model = bench[BENCH.index("model")]
+        f = fwd.get(model)
+        rel = f is not None and float(f) > 0
+        x = np.array([t.loc[lab, "mean"] / (float(f) if rel else 1.0) for lab in both])
+        y = np.array([q.loc[lab, "mean"] for lab in both])
+        fig = _figure(5.6, 3.6)
+        ax = fig.add_subplot()
+        ctrl = np.array([bool(q.loc[lab, "control"]) for lab in both])
+        lo, hi = q.loc[both, "ci_low"].to_numpy(float), q.loc[both, "ci_high"].to_numpy(float)
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            ax.errorbar(x, y, yerr=np.clip([y - lo, hi - y], 0, None), fmt="none", ecolor="#bbb", lw=1, zorder=1)
+        ax.scatter(x[~ctrl], y[~ctrl], color="#4c78a8", zorder=2)
+        ax.scatter(x[ctrl], y[ctrl], color="#9aa0a6", marker="s", zorder=2, label="controls")
+        for xi, yi, lab in zip(x, y, both):
+            ax.annotate(_short(lab, 18), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if (x > 0).all() and x.max() / max(x.min(), 1e-12) > 10:
+            ax.set_xscale("log")
+        ax.set_xlabel("explain time / one forward pass" if rel else "explain time (s; forward time unknown)",
+                      fontsize=8)
+        arrow = "↑" if bool(q["higher_is_better"].iloc[0]) else "↓"
+        ax.set_ylabel(f"{present[0]} {arrow}", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if ctrl.any():
+            ax.legend(fontsize=7)
+        out.append({"name": _bench_name(bench), "metric": present[0], "relative": rel, "img": _fig_uri(fig),
+                    "forward_s": f})
+    return out
+
+
+def _sortable(values):
+    """Numeric x positions when every value is a number, else category positions (sorted as text)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values], None
+    cats = sorted({json.dumps(v) for v in values})
+    return [cats.index(json.dumps(v)) for v in values], cats
+
+
+def _sorted_values(values) -> list:
+    xs, cats = _sortable(list(values))
+    return [v for _, v in sorted({json.dumps(v): (x, v) for x, v in zip(xs, values)}.values(), key=lambda p: p[0])]
+
+
+def ablations(s: pd.DataFrame) -> List[dict]:
+    """Per method and parameter K: the settings of the method that differ only in K (a curve per fixed rest and
+    benchmark) -> rows ``benchmark, rest, value, metric, mean, ci_low, ci_high``."""
+    found = []
+    for method, m in s.groupby("method", sort=False):
+        dicts = {p: parse_params(p) for p in pd.unique(m["params"].astype(str))}
+        if len(dicts) < 2:
+            continue
+        keys = list(dict.fromkeys(k for d in dicts.values() for k in d))
+        for k in keys:
+            rest_of = {p: json.dumps({kk: v for kk, v in d.items() if kk != k}, sort_keys=True, default=str)
+                       for p, d in dicts.items() if k in d}
+            groups: Dict[str, list] = {}
+            for p, rest in rest_of.items():
+                groups.setdefault(rest, []).append(p)
+            groups = {r: ps for r, ps in groups.items() if len({json.dumps(dicts[p][k]) for p in ps}) > 1}
+            if not groups:
+                continue
+            varying = {kk for r in groups for kk, v in json.loads(r).items()
+                       if any(json.loads(r2).get(kk) != v for r2 in groups)}
+            rows = m[m["params"].astype(str).isin([p for ps in groups.values() for p in ps])].copy()
+            rows["value"] = [dicts[p][k] for p in rows["params"].astype(str)]
+            rows["rest"] = [params_text({kk: v for kk, v in json.loads(rest_of[p]).items() if kk in varying})
+                            for p in rows["params"].astype(str)]
+            found.append({"method": method, "param": k, "rows": rows})
+    return found
+
+
+def ablation_plots(s: pd.DataFrame) -> List[dict]:
+    out = []
+    for a in ablations(s):
+        rows = a["rows"]
+        metrics = [m for m in pd.unique(rows["metric"]) if m not in COST_METRICS or m == "explain_time_s"]
+        if not metrics:
+            continue
+        ncol = min(4, len(metrics))
+        nrow = math.ceil(len(metrics) / ncol)
+        fig = _figure(3.0 * ncol, 2.3 * nrow + 0.4)
+        xs, cats = _sortable(list(rows["value"]))
+        rows = rows.assign(x=xs)
+        curves = list(rows.groupby(BENCH + ["rest"], sort=False, dropna=False).groups)
+        colors = [f"C{i % 10}" for i in range(len(curves))]
+        for i, metric in enumerate(metrics):
+            ax = fig.add_subplot(nrow, ncol, i + 1)
+            for c, key in zip(colors, curves):
+                g = rows[(rows["metric"] == metric)]
+                g = g[[tuple(v) == tuple(key) for v in g[BENCH + ["rest"]].values]].sort_values("x")
+                if g.empty:
+                    continue
+                name = _bench_name(key[1:3]) + (f" ({key[3]})" if key[3] else "")
+                ax.plot(g["x"], g["mean"], "o-", color=c, ms=3, lw=1.2, label=name)
+                if np.isfinite(g["ci_low"]).all() and np.isfinite(g["ci_high"]).all():
+                    ax.fill_between(g["x"], g["ci_low"], g["ci_high"], color=c, alpha=0.18, lw=0)
+            arrow = "↑" if bool(rows.loc[rows["metric"] == metric, "higher_is_better"].iloc[0]) else "↓"
+            ax.set_title(f"{metric} {arrow}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if cats is not None:
+                ax.set_xticks(range(len(cats)), [_short(c, 10) for c in cats])
+            ax.grid(alpha=0.3)
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7,
+                   bbox_to_anchor=(0.5, 1.0), frameon=False)
+        fig.supxlabel(a["param"], fontsize=8)
+        fig.tight_layout()
+        out.append({"method": a["method"], "param": a["param"], "img": _fig_uri(fig),
+                    "settings": ", ".join(json.dumps(v) for v in _sorted_values(rows["value"]))})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ gallery
+def _rgb(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, 3) float."""
+    x = np.clip(np.nan_to_num(x.astype(np.float32)), 0, 1).transpose(1, 2, 0)
+    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x[..., :3]
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Binary erosion with the 4-neighbourhood (the image border replicated, so it draws no line)."""
+    m = np.pad(mask, 1, mode="edge")
+    return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+
+
+def _frame(x_t, vol_t=None, mask_t=None, scale: int = 1) -> np.ndarray:
+    """One uint8 RGB picture: the frame, or the attribution (jet, alpha 0.5) over its grey version; the
+    ground-truth outline as a white band (2 px inside the region) edged in black (1 px outside); enlarged
+    ``scale`` times (nearest neighbour)."""
+    from matplotlib import colormaps
+
+    img = _rgb(x_t)
+    if vol_t is not None:
+        grey = img.mean(axis=2, keepdims=True)
+        img = 0.5 * np.repeat(grey, 3, axis=2) + 0.5 * colormaps["jet"](np.nan_to_num(vol_t))[..., :3]
+    img = np.kron(img, np.ones((scale, scale, 1)))
+    if mask_t is not None and mask_t.any():
+        big = np.kron(mask_t.astype(np.uint8), np.ones((scale, scale), np.uint8)).astype(bool)
+        img[~_erode(~big) & ~big] = 0.0
+        img[big & ~_erode(_erode(big))] = 1.0
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _bars(scores, frames, current: int, width: int, height: int = 34) -> np.ndarray:
+    """Per-frame bars (red: evidence frames, blue: others; the current frame dark-outlined) as uint8 RGB."""
+    from PIL import Image, ImageDraw
+
+    T = len(scores)
+    s = np.nan_to_num(np.asarray(scores, dtype=float))
+    lo = min(0.0, s.min())
+    span = (s.max() - lo) or 1.0
+    im = Image.new("RGB", (width, height), "white")
+    dr = ImageDraw.Draw(im)
+    w = width / T
+    for t in range(T):
+        h = (height - 4) * (s[t] - lo) / span
+        ev = frames is not None and bool(frames[t])
+        color = (214, 39, 40) if ev else (31, 119, 180)
+        if t != current:
+            color = tuple(int(c + (255 - c) * 0.45) for c in color)
+        x0, x1 = int(t * w + 1), int((t + 1) * w - 2)
+        dr.rectangle([x0, int(height - 2 - h), x1, height - 2], fill=color)
+        if t == current:
+            dr.rectangle([x0 - 1, 0, x1 + 1, height - 1], outline=(0, 0, 0))
+    return np.asarray(im)
+
+
+def _png(img: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    return _uri(buf.getvalue(), "image/png")
+
+
+def _gif(frames: List[np.ndarray], ms: int = 450) -> str:
+    from PIL import Image
+
+    ims = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=ms, loop=0)
+    return _uri(buf.getvalue(), "image/gif")
+
+
+def _normalised(vol: np.ndarray) -> np.ndarray:
+    vol = np.nan_to_num(vol.astype(np.float32))
+    lo, hi = float(vol.min()), float(vol.max())
+    return (vol - lo) / (hi - lo) if hi > lo else np.zeros_like(vol)
+
+
+def render_item(item) -> dict:
+    """The input and every method of one gallery sample as embedded images (GIFs for videos)."""
+    T, _, H, W = item.x.shape
+    scale = max(1, int(math.ceil(TILE / max(H, W))))
+    mask = item.mask if item.mask is not None and np.asarray(item.mask).any() else None
+
+    def tile(vol=None, scores=None):
+        pics = [_frame(item.x[t], None if vol is None else vol[t], None if mask is None else mask[t], scale)
+                for t in range(T)]
+        if T == 1:
+            return _png(pics[0])
+        ev = item.frames
+        sc = scores if scores is not None else (np.asarray(ev, float) if ev is not None else np.zeros(T))
+        return _gif([np.concatenate([p, _bars(sc, ev, t, p.shape[1])], axis=0) for t, p in enumerate(pics)])
+
+    tiles = [{"caption": "input" + (" + ground truth" if mask is not None else ""), "img": tile()}]
+    for label, (vol, scores) in item.methods.items():
+        if vol.shape != (T, H, W):
+            continue
+        tiles.append({"caption": label, "img": tile(_normalised(vol), scores)})
+    return {"tiles": tiles, "video": T > 1}
+
+
+def gallery_sections(entries: list, max_per_bench: int = MAX_GALLERY) -> List[dict]:
+    """Group the gallery items by benchmark (dataset, model); at most ``max_per_bench`` samples (per run) each."""
+    groups: Dict[tuple, dict] = {}
+    for caption, item in entries:
+        g = groups.setdefault((item.dataset, item.model), {"name": f"{item.dataset} · {item.model}", "samples": [],
+                                                            "_count": {}})
+        n = g["_count"].get(caption, 0)
+        if n >= max_per_bench:
+            continue
+        g["_count"][caption] = n + 1
+        r = render_item(item)
+        title = item.sample_id + ("" if item.label is None else f" (label {item.label})")
+        g["samples"].append(dict(r, title=title, run=caption))
+    for g in groups.values():
+        g.pop("_count")
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _records(df: Optional[pd.DataFrame], max_rows: int = 400) -> Optional[dict]:
+    """A generic table (columns, rows of formatted strings) for the template."""
+    if df is None or df.empty:
+        return None
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else (f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4f}")
+        return "" if v is None or v is pd.NA else str(v)
+
+    shown = df.head(max_rows)
+    return {"columns": list(df.columns), "rows": [[fmt(v) for v in r] for r in shown.itertuples(index=False)],
+            "more": max(len(df) - max_rows, 0)}
+
+
+def provenance_items(p: dict) -> List[tuple]:
+    keys = [("status", "status"), ("created", "created"), ("git revision", "git_revision"), ("seed", "seed"),
+            ("device", "device"), ("wall time (s)", "wall_time_s"), ("platform", "platform"), ("rows", "n_rows"),
+            ("skipped samples", "n_skipped_samples")]
+    items = [(name, p[k]) for name, k in keys if p.get(k) not in (None, "")]
+    if p.get("forward_time_s"):
+        items.append(("forward pass (s)", ", ".join(f"{k}: {float(v):.4g}" for k, v in p["forward_time_s"].items())))
+    return items
+
+
+# ------------------------------------------------------------------------------------------ page
+def _section(notes: List[str], name: str, fn, *args):
+    """Run one section builder; an error in it becomes a note, and the rest of the report is still written."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - one broken piece must not cost the whole report
+        notes.append(f"the {name} could not be drawn ({type(e).__name__}: {e})")
+        return []
+
+
+def render(d: RunData, max_gallery: int = MAX_GALLERY) -> str:
+    """The HTML text of the report of ``d``."""
+    import jinja2
+
+    notes = list(d.notes)
+    s = _prepare(d.summary) if d.summary is not None and len(d.summary) else None
+    if s is None:
+        notes.append("no results to summarise yet")
+    legend = variant_labels(s)[1] if s is not None else {}
+    prov = d.provenance or {}
+    exp = ""
+    if s is not None and "experiment" in s:
+        exp = ", ".join(map(str, pd.unique(s["experiment"].astype(str))))
+    exp = exp or str(((prov.get("config") or {}).get("experiment") or {}).get("name", ""))
+    figures = []
+    if not d.gallery and d.figures:
+        figures = [{"caption": f.stem, "img": _uri(f.read_bytes(), "image/png")} for f in d.figures[:24]]
+    ctx = dict(
+        title=f"xaibench report: {exp or d.path.name}", path=str(d.path), multirun=bool(d.runs),
+        status=prov.get("status", "unknown") if not d.runs else
+        ", ".join(sorted({str(r["provenance"].get("status", "unknown")) for r in d.runs})),
+        created=prov.get("created", ""), swept=d.swept, notes=notes,
+        tables=_section(notes, "summary table", summary_tables, s, d.validity) if s is not None else [],
+        legend=legend,
+        has_ci=bool(s is not None and np.isfinite(s["ci_low"]).any()),
+        has_best=bool(s is not None and "best" in s),
+        validity=_records(d.validity), comparisons=_records(d.comparisons),
+        ranking=_section(notes, "ranking plot", ranking_plots, s, d.ranking, d.validity) if s is not None else [],
+        ranking_source="ranking.csv" if d.ranking is not None else "the summary",
+        cost=_section(notes, "cost plot", cost_plots, s, prov, d.validity) if s is not None else [],
+        ablations=_section(notes, "ablation plots", ablation_plots, s) if s is not None else [],
+        gallery=_section(notes, "gallery", gallery_sections, d.gallery, max_gallery),
+        figures=figures,
+        reference=_records(d.reference),
+        provenance=provenance_items(prov), versions=sorted((prov.get("versions") or {}).items()),
+        config=json.dumps(prov.get("config"), indent=2, default=str) if prov.get("config") else "",
+        runs=[{"name": r["name"], "path": r["path"], "items": provenance_items(r["provenance"]),
+               "notes": r["notes"]} for r in d.runs],
+    )
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**ctx)
+
+
+def write_report(run_dir, out=None, max_gallery: int = MAX_GALLERY) -> Path:
+    """Write ``report.html`` for a run folder or a multirun folder (into it, unless ``out`` is given)."""
+    d = load(run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / "report.html"
+    text = render(d, max_gallery)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from .io import atomic_write_text
+    except ImportError:  # pragma: no cover - the tree without io.py
+        out.write_text(text, encoding="utf-8")
+    else:
+        atomic_write_text(out, text)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="xaibench-report", description="Write report.html for a run or multirun folder.")
+    p.add_argument("dir", type=Path, metavar="DIR", help="a run folder, or a multirun folder holding run folders")
+    p.add_argument("-o", "--output", type=Path, help="the HTML file to write (default: DIR/report.html)")
+    p.add_argument("--samples", type=int, default=MAX_GALLERY,
+                   help=f"gallery samples shown per benchmark (default {MAX_GALLERY})")
+    a = p.parse_args(argv)
+    try:
+        if a.samples < 0:
+            raise UserError(f"--samples must be 0 or more, got {a.samples}")
+        path = write_report(a.dir, a.output, a.samples)
+    except UserError as e:
+        print(f"xaibench-report: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"xaibench-report: error: cannot write the report ({e.strerror or e}); pass a writable -o PATH",
+              file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The terminal table printed at the end of every run.
+
+:func:`format_table` turns a ``summary.csv`` frame (one row per experiment x
+dataset x model x method x params x metric, see :mod:`xaibench.bench.results`)
+into plain text at most ``width`` columns wide:
+
+* one block per benchmark (experiment, dataset, model); rows are methods,
+  columns metrics; when the metric columns do not fit, they are split over
+  several blocks, each within the width;
+* a row is labelled with the method label, suffixed ``#1``, ``#2`` ... when one
+  label occurs with several parameter settings; the legend below the tables
+  gives each label's parameters (only those that differ between the label's
+  settings, or all of them when they are short);
+* a header holds the metric's direction (``↑`` higher is better, ``↓`` lower is
+  better) and ``✗`` when the metric was judged invalid on that benchmark
+  (``valid`` column or ``validity.csv``), with the reason in a footnote;
+* a cell is ``mean [ci_low,ci_high]`` when the summary has confidence
+  intervals, else ``mean ± std``; ``*`` marks the best value of a column and
+  ``~`` the values not significantly different from it (the ``best`` column,
+  ``best`` / ``tied``; without that column the best mean among the non-control
+  methods is marked, without ties);
+* metrics in order of appearance, the cost metrics last;
+* control methods (``kind == control``, or the ``control_*`` names) are listed
+  below the methods, under a separator.
+
+The same helpers (:func:`variant_labels`, :func:`is_control`,
+:func:`format_cell`, :func:`invalid_metrics`) lay out the HTML report's tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import textwrap
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+CONTROLS = ("control_random", "control_constant", "control_gt", "control_gt_inverted")
+#: cost, not quality: listed after the other metrics, left out of rankings
+COST_METRICS = ("explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb", "eval_time_s", "eval_n_forward")
+BENCH = ["experiment", "dataset", "model"]
+MARK = {"best": "*", "tied": "~"}
+INVALID_VERDICTS = {"false", "invalid", "fail", "failed", "no", "0"}
+_ANSI = {"best": "\033[1;32m", "tied": "\033[32m", "control": "\033[2m", "invalid": "\033[31m", "end": "\033[0m"}
+_SEP = "  "
+
+
+# --------------------------------------------------------------------------- helpers shared with the report
+def parse_params(p) -> dict:
+    """The params JSON string of a summary row as a dict (``{}`` for empty/NaN, ``{"params": p}`` if not JSON)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)) or p == "":
+        return {}
+    try:
+        d = json.loads(p)
+    except (TypeError, ValueError):
+        return {"params": str(p)}
+    return d if isinstance(d, dict) else {"params": d}
+
+
+def params_text(d: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, (str, type(None), bool)) else v}" for k, v in d.items())
+
+
+def is_control(frame: pd.DataFrame) -> pd.Series:
+    """Per row: is it a control method (``kind == "control"``; without a ``kind`` value, a ``control_*`` name)?"""
+    by_name = frame["method"].astype(str).isin(CONTROLS)
+    if "kind" not in frame:
+        return by_name
+    kind = frame["kind"].astype("object")
+    return kind.eq("control").where(kind.notna(), by_name).astype(bool)
+
+
+def variant_labels(summary: pd.DataFrame, short_len: int = 48) -> Tuple[pd.Series, Dict[str, str]]:
+    """Short row labels and their legend.
+
+    Returns ``labels`` (aligned with ``summary.index``: the method label, with
+    ``#k`` appended when the label occurs with several ``params`` in the summary,
+    numbered in order of first appearance) and ``legend`` (label -> parameter
+    text: for a label with several settings, the parameters that differ between
+    them, or all of them when that text is at most ``short_len`` characters; for
+    a single setting all its parameters; labels without parameters are left
+    out).
+    """
+    params = summary["params"] if "params" in summary else pd.Series("", index=summary.index)
+    key = params.astype(str)
+    labels = pd.Series("", index=summary.index, dtype=object)
+    legend: Dict[str, str] = {}
+    for method in pd.unique(summary["method"].astype(str)):
+        rows = summary["method"].astype(str) == method
+        variants = list(pd.unique(key[rows]))
+        dicts = [parse_params(params[rows & (key == v)].iloc[0]) for v in variants]
+        differing = sorted({k for d in dicts for k in d if any(d.get(k, None) != e.get(k, None) for e in dicts)},
+                           key=lambda k: next(i for i, d in enumerate(dicts) for kk in d if kk == k))
+        for i, (v, d) in enumerate(zip(variants, dicts)):
+            label = method if len(variants) == 1 else f"{method}#{i + 1}"
+            labels[rows & (key == v)] = label
+            text = params_text(d)
+            if len(variants) > 1 and len(text) > short_len:
+                text = params_text({k: d.get(k) for k in differing})
+            if text:
+                legend[label] = text
+    return labels, legend
+
+
+def decimals(values) -> int:
+    """Decimals giving three significant digits to the column's largest magnitude, at least 3 below 10."""
+    v = np.abs(np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float))
+    if v.size == 0 or v.max() == 0:
+        return 3
+    d = int(np.clip(2 - math.floor(math.log10(v.max())), 0, 5))
+    return max(d, 3) if v.max() < 10 else d
+
+
+def format_cell(mean, std=np.nan, lo=np.nan, hi=np.nan, d: int = 3) -> str:
+    """``mean [lo,hi]`` (interval one decimal shorter) when both bounds are finite, else ``mean ± std``, else ``mean``."""
+    f = lambda x: x is not None and not pd.isna(x) and np.isfinite(float(x))  # noqa: E731
+    if not f(mean):
+        return "n/a"
+    if f(lo) and f(hi):
+        e = max(d - 1, 0)
+        return f"{mean:.{d}f} [{lo:.{e}f},{hi:.{e}f}]"
+    if f(std):
+        return f"{mean:.{d}f} ± {std:.{d}f}"
+    return f"{mean:.{d}f}"
+
+
+def metric_order(metrics) -> List[str]:
+    """The metrics in order of first appearance, the cost metrics (:data:`COST_METRICS`) last."""
+    return sorted(pd.unique(pd.Series(metrics)), key=lambda m: m in COST_METRICS)
+
+
+def _invalid_verdict(v) -> bool:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return False
+    if isinstance(v, (bool, np.bool_)):
+        return not bool(v)
+    return str(v).strip().lower() in INVALID_VERDICTS
+
+
+def invalid_metrics(summary: pd.DataFrame, validity: Optional[pd.DataFrame] = None) -> Dict[tuple, str]:
+    """``{(experiment, dataset, model, metric): reason}`` for the metrics judged invalid on a benchmark: ``valid``
+    is False in the summary, or ``verdict`` says invalid in ``validity.csv`` (which gives the reason; without an
+    ``experiment`` column its rows apply to every experiment)."""
+    reasons: Dict[tuple, str] = {}
+    if validity is not None and len(validity) and {"dataset", "model", "metric", "verdict"} <= set(validity.columns):
+        for _, r in validity[validity["verdict"].map(_invalid_verdict)].iterrows():
+            why = r.get("reason", "")
+            reasons[(r.get("experiment", None), r["dataset"], r["model"], r["metric"])] = "" if pd.isna(why) else str(why)
+    bad = summary["valid"].map(_invalid_verdict) if "valid" in summary else pd.Series(False, index=summary.index)
+    out: Dict[tuple, str] = {}
+    for combo, rows in summary.groupby(BENCH + ["metric"], sort=False, dropna=False):
+        why = reasons.get(combo, reasons.get((None,) + tuple(combo[1:])))
+        if why is not None or bool(bad[rows.index].any()):
+            out[tuple(combo)] = why or ""
+    return out
+
+
+def best_marks(block: pd.DataFrame) -> pd.Series:
+    """``best`` / ``tied`` / '' per row of one benchmark x metric: the ``best`` column when present, else the
+    best finite mean among the non-control rows (all rows equal to it)."""
+    if "best" in block:
+        return block["best"].fillna("").astype(str)
+    out = pd.Series("", index=block.index, dtype=object)
+    cand = block[~is_control(block) & np.isfinite(pd.to_numeric(block["mean"], errors="coerce"))]
+    if len(cand):
+        hib = bool(cand["higher_is_better"].iloc[0]) if "higher_is_better" in cand else True
+        top = cand["mean"].max() if hib else cand["mean"].min()
+        out[cand.index[cand["mean"] == top]] = "best"
+    return out
+
+
+# --------------------------------------------------------------------------- the text table
+def _wrap_header(name: str, suffix: str, width: int) -> List[str]:
+    """The metric name (plus ``suffix``) split after underscores into the fewest lines of at most ``width``
+    characters, balanced (the split with the shortest longest line); a part longer than ``width`` stays whole."""
+    parts = name.split("_")
+    tokens = [p + "_" for p in parts[:-1]] + [parts[-1] + suffix]
+    best = None
+    for cuts in itertools.product((False, True), repeat=len(tokens) - 1):  # True: a line break after token i
+        lines = [tokens[0]]
+        for cut, t in zip(cuts, tokens[1:]):
+            lines.append(t) if cut else lines.__setitem__(-1, lines[-1] + t)
+        too_long = sum(len(x) > width and "_" in x.rstrip("_") for x in lines)
+        score = (too_long, len(lines), max(map(len, lines)))
+        if best is None or score < best[0]:
+            best = (score, lines)
+    return best[1]
+
+
+def _fit(s: str, w: int) -> str:
+    return s if len(s) <= w else s[: max(w - 1, 0)] + "…"
+
+
+def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.DataFrame] = None,
+                 color: bool = False) -> str:
+    """The summary as plain text within ``width`` columns (see the module docstring).
+
+    ``validity``: the run's ``validity.csv`` (optional) for the ✗ footnotes' reasons.
+    ``color``: ANSI colours (best green, controls dim, invalid red); off by default so logs stay plain.
+    """
+    if summary is None or summary.empty:
+        return "(no results)"
+    s = summary.reset_index(drop=True).copy()
+    for c in BENCH:
+        if c not in s:
+            s[c] = ""
+    for c in ("std", "ci_low", "ci_high"):
+        s[c] = pd.to_numeric(s[c], errors="coerce") if c in s else np.nan
+    s["mean"] = pd.to_numeric(s["mean"], errors="coerce")
+    if "higher_is_better" not in s:
+        s["higher_is_better"] = np.nan
+    s["_label"], legend = variant_labels(s)
+    s["_control"] = is_control(s)
+    invalid = invalid_metrics(s, validity)
+    paint = (lambda text, what: f"{_ANSI[what]}{text}{_ANSI['end']}") if color else (lambda text, what: text)
+
+    out: List[str] = []
+    for bench, b in s.groupby(BENCH, sort=False, dropna=False):
+        metrics = metric_order(b["metric"])
+        rows = list(pd.unique(b.loc[~b["_control"], "_label"])) + list(pd.unique(b.loc[b["_control"], "_label"]))
+        n_methods = int((~b.drop_duplicates("_label")["_control"]).sum())
+        label_w = min(max(len("method"), *(len(r) for r in rows)), 28)
+        avail = max(width - label_w - len(_SEP), 12)
+        cols = []  # (header lines, {label: (text, mark)}, width, invalid)
+        for m in metrics:
+            mb = b[b["metric"] == m]
+            d = decimals(mb["mean"].tolist() + mb["ci_low"].tolist() + mb["ci_high"].tolist())
+            marks = best_marks(mb)
+            cells = {r["_label"]: (format_cell(r["mean"], r["std"], r["ci_low"], r["ci_high"], d),
+                                   marks[i]) for i, r in mb.iterrows()}
+            hib = mb["higher_is_better"].dropna()
+            arrow = "" if hib.empty else (" ↑" if bool(hib.iloc[0]) else " ↓")
+            bad = tuple(bench) + (m,) in invalid
+            suffix = arrow + (" ✗" if bad else "")
+            w = max([len(t) + 1 for t, _ in cells.values()] + [len(p) + 1 for p in m.split("_")[:-1]] +
+                    [len(m.split("_")[-1] + suffix), 6])
+            if len(m + suffix) <= w + 4:  # a little wider rather than a header over two lines
+                w = max(w, len(m + suffix))
+            w = min(w, avail)
+            cols.append(([_fit(x, w) for x in _wrap_header(m, suffix, w)], cells, w, bad))
+        # greedy split of the metric columns into blocks within the width
+        blocks, cur, used = [], [], label_w
+        for c in cols:
+            if cur and used + len(_SEP) + c[2] > width:
+                blocks.append(cur)
+                cur, used = [], label_w
+            cur.append(c)
+            used += len(_SEP) + c[2]
+        blocks.append(cur)
+        name = " · ".join(str(x) for x in bench if str(x) not in ("", "nan"))
+        first = 0
+        for bi, block in enumerate(blocks):
+            part = f"  (metrics {first + 1}-{first + len(block)} of {len(cols)})" if len(blocks) > 1 else ""
+            first += len(block)
+            out.append(_fit(f"== {name}{part} ==", width))
+            n_head = max(len(c[0]) for c in block)
+            for li in range(n_head):
+                cells = []
+                for head, _, w, bad in block:
+                    text = head[li - (n_head - len(head))] if li >= n_head - len(head) else ""
+                    cells.append(paint(text.rjust(w), "invalid") if bad and text else text.rjust(w))
+                out.append(("method" if li == n_head - 1 else "").ljust(label_w) + _SEP + _SEP.join(cells))
+            out.append("-" * label_w + _SEP + _SEP.join("-" * c[2] for c in block))
+            for ri, r in enumerate(rows):
+                control = ri >= n_methods
+                if control and ri == n_methods:
+                    out.append(("·· controls " + "·" * width)[:label_w + sum(len(_SEP) + c[2] for c in block)])
+                cells = []
+                for _, cmap, w, _ in block:
+                    text, mark = cmap.get(r, ("", ""))
+                    cell = _fit(text + (MARK.get(mark, " ") if text else " "), w).rjust(w)
+                    cells.append(paint(cell, mark) if mark in MARK else cell)
+                line = _fit(r, label_w).ljust(label_w) + _SEP + _SEP.join(cells)
+                out.append(paint(line, "control") if control else line)
+            out.append("")
+        notes = [f"✗ {m}: " + (invalid[tuple(bench) + (m,)] or "judged invalid on this benchmark")
+                 for m in metrics if tuple(bench) + (m,) in invalid]
+        if "n_undefined" in b:
+            und = b[pd.to_numeric(b["n_undefined"], errors="coerce").fillna(0) > 0]
+            for m, u in und.groupby("metric", sort=False):
+                notes.append(f"undefined values left out of {m}: " + ", ".join(
+                    f"{r['_label']} {int(r['n_undefined'])}" for _, r in u.iterrows()))
+        for n in notes:
+            out.extend(textwrap.wrap(n, width, subsequent_indent="    ") or [""])
+        if notes:
+            out.append("")
+    has_ci = bool(np.isfinite(s["ci_low"]).any())
+    out.append(textwrap.fill(
+        ("cells: mean [confidence interval]" if has_ci else "cells: mean ± std") +
+        "; * best in column" + ("; ~ not significantly different from the best" if "best" in s else "") +
+        "; ↑/↓ higher/lower is better" + ("; ✗ metric judged invalid on the benchmark" if invalid else ""), width))
+    if legend:
+        out.append("parameters:")
+        lw = min(max(len(k) for k in legend), 28)
+        for k, v in legend.items():
+            out.extend(textwrap.wrap(f"  {_fit(k, lw).ljust(lw)}  {v}", width, subsequent_indent=" " * (lw + 4)))
+    return "\n".join(line.rstrip() for line in out)
