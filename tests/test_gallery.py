@@ -102,3 +102,14 @@ def test_image_sample_without_frames_or_mask(tmp_path):
         g.add("img", "vit", s, "rollout", _expl(T=1))
     (item,) = read_gallery(tmp_path / "g.h5")
     assert item.mask is None and item.frames is None and item.x.shape == (1, 3, 8, 8)
+
+
+def test_a_file_cut_by_a_kill_is_kept_aside_and_a_new_gallery_started(tmp_path):
+    path = tmp_path / "gallery.h5"
+    with Gallery(path, 1) as g:
+        g.add("d", "m", _sample(), "staa", _expl())
+    path.write_bytes(path.read_bytes()[:100])  # truncated mid-write
+    with pytest.warns(UserWarning, match="could not be opened"):
+        Gallery(path, 1).add("d", "m", _sample(), "rollout", _expl())
+    assert (tmp_path / "gallery.h5.unreadable").exists()
+    assert list(read_gallery(path)[0].methods) == ["rollout"]

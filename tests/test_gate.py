@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from xaibench.bench import gate
-from xaibench.bench.results import AGGREGATE, KEYS, summarise, to_frame
+from xaibench.bench.results import AGGREGATE, KEYS, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB = ROOT / "results" / "main_job"
@@ -36,6 +36,18 @@ def _samples(values, aggregates=None, method="x", params="{}"):
     rows += [dict(base, sample_id=AGGREGATE, metric=k, value=v, higher_is_better=True, note=f"n={n}")
              for k, (v, n) in (aggregates or {}).items()]
     return to_frame(rows)
+
+
+def summarise(samples):
+    """The summary.csv columns the gate reads, computed here by hand (independent of results.summarise):
+    per key the mean and count of the non-NaN per-sample values, replaced by the aggregate row where one exists."""
+    per = samples[samples.sample_id != AGGREGATE]
+    out = per.groupby(KEYS, sort=False).agg(mean=("value", "mean"), std=("value", "std"), n=("value", "count"),
+                                             higher_is_better=("higher_is_better", "first")).reset_index()
+    for _, a in samples[samples.sample_id == AGGREGATE].iterrows():
+        at = (out[KEYS] == a[KEYS]).all(axis=1)
+        out.loc[at, ["mean", "std", "n"]] = [a["value"], math.nan, int(a["note"][2:])]
+    return out
 
 
 def _run_dir(path, samples=None, summary=None, fmt="parquet"):
@@ -357,6 +369,13 @@ def test_run_folders_and_summary_files_are_both_accepted(tmp_path, capsys):
     for cur, base in ((c, b), (c / "summary.csv", b), (c, b / "summary.csv")):
         rc, out, _ = _gate(capsys, cur, base)
         assert rc == 0 and "paired per-sample" in out
+
+
+def test_blank_params_are_a_key_not_an_error(tmp_path, capsys):
+    s = _samples({"ap": [0.5, 0.6]}, params="")  # results.to_frame writes a missing params as ''
+    c, b = _run_dir(tmp_path / "c", s, fmt="csv"), _run_dir(tmp_path / "b", s)
+    rc, out, _ = _gate(capsys, c, b)
+    assert rc == 0 and "PASS: 1 ok" in out
 
 
 # ----------------------------------------------------------------------------- 7. --update

@@ -1,6 +1,6 @@
-"""Scale-out: ``xaibench-merge`` over hand-made run folders (sweeps, shards, failed runs,
-usage errors) and real small sweeps through the app with the joblib and submitit launchers,
-merged by the multirun callback."""
+"""Scale-out: ``xaibench-merge`` over hand-made run folders (sweeps, shards, failed runs, usage
+errors), the multirun callback, and (slow) real small sweeps through the app: the joblib and
+submitit launchers, and two shards merged against the same run without shards."""
 
 import json
 import os
@@ -29,8 +29,8 @@ def _rows(sample_id, values, params, experiment=EXP, seed=0):
 def make_run(d: Path, overrides, samples, *, status="complete", provenance=True, tables=True, experiment=EXP,
              seed=0, skipped=False):
     """A run folder as the app writes it.  ``samples``: ``{sample_id: (faithfulness, correct, labelled)}``;
-    the segmentation counts go to rows.jsonl as hidden values, and (like the runner) into an aggregate
-    pixel_accuracy row of results.parquet computed from this folder's samples only."""
+    the segmentation counts go to rows.jsonl as hidden values (key as the runner writes it), and (like the
+    runner) into an aggregate pixel_accuracy row of results.parquet computed from this folder's samples only."""
     d.mkdir(parents=True)
     (d / ".hydra").mkdir()
     (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
@@ -43,8 +43,9 @@ def make_run(d: Path, overrides, samples, *, status="complete", provenance=True,
         recs.append({"kind": "sample", "key": ["skip", "synthetic_image", "vit", "gradcam"], "rows": [row]})
     for sid, (faith, correct, labelled) in samples.items():
         rows = _rows(sid, {"faithfulness": faith}, params, experiment, seed)
-        hidden = [[SEG_KEY + [params, "{}"], {"_correct": correct, "_labelled": labelled, "_inter_fg": correct,
-                                              "_inter_bg": 0, "_union_fg": labelled, "_union_bg": labelled - correct}]]
+        counts = {"_correct": correct, "_labelled": labelled, "_inter_fg": correct, "_inter_bg": 0,
+                  "_union_fg": labelled, "_union_bg": labelled - correct}
+        hidden = [[SEG_KEY + [params, "{}", "segmentation"], counts]]
         all_rows += rows
         recs.append({"kind": "sample", "key": ["synthetic_image", "vit", "staa", sid], "rows": rows,
                      "hidden": hidden})
@@ -60,34 +61,18 @@ def make_run(d: Path, overrides, samples, *, status="complete", provenance=True,
     return d
 
 
-def stand_in_aggregate_rows(hidden_items, experiment, seed):
-    """Stand-in for the runner's ``aggregate_rows`` (not written yet): pixel accuracy = summed correct
-    pixels / summed labelled pixels per hidden key, as ``Segmentation.reduce`` does."""
-    groups = {}
-    for key, values in hidden_items:
-        groups.setdefault(tuple(key), []).append(values)
-    out = []
-    for (dataset, model, method, _metric, params, mp), vals in groups.items():
-        acc = sum(v["_correct"] for v in vals) / sum(v["_labelled"] for v in vals)
-        out.append(dict(experiment=experiment, dataset=dataset, model=model, method=method, params=params,
-                        sample_id=AGGREGATE, metric="pixel_accuracy", value=acc, higher_is_better=True,
-                        metric_params=mp, seed=seed, note=f"n={len(vals)}"))
-    return out
-
-
 @pytest.fixture
 def aggregate(monkeypatch):
-    """The runner's aggregate_rows if it exists, else the stand-in; records every call."""
+    """Records every call of the runner's ``aggregate_rows`` (which merge uses to recompute aggregates)."""
     from xaibench.bench import runner
 
-    real = getattr(runner, "aggregate_rows", None)
-    calls = []
+    real, calls = runner.aggregate_rows, []
 
     def spy(hidden_items, experiment, seed):
         calls.append(list(hidden_items))
-        return (real or stand_in_aggregate_rows)(hidden_items, experiment, seed)
+        return real(hidden_items, experiment, seed)
 
-    monkeypatch.setattr(runner, "aggregate_rows", spy, raising=False)
+    monkeypatch.setattr(runner, "aggregate_rows", spy)
     return calls
 
 
@@ -100,11 +85,16 @@ def test_merge_sweep_swept_column_and_failed_runs(tmp_path, capsys, aggregate):
     make_run(sweep / "1_lambda0.5", BASE + ["method.lambda=0.5"], {"a": (0.6, 2, 2)}, status="interrupted")
     # killed before its tables and provenance: only rows.jsonl and .hydra/
     make_run(sweep / "2_lambda2", BASE + ["method.lambda=2"], {"a": (1.0, 0, 2)}, provenance=False, tables=False)
+    # a point whose configuration the app refused: provenance.json with the error, no rows
+    bad = sweep / "3_lambda9"
+    (bad / ".hydra").mkdir(parents=True)
+    (bad / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(BASE + ["method.lambda=9"]))
+    (bad / "provenance.json").write_text(json.dumps({"status": "failed", "error": "lambda=9 is out of range"}))
     (sweep / "multirun.yaml").write_text("{}")
 
     assert M.main([str(sweep)]) == 0
     err = capsys.readouterr().err
-    assert "1_lambda0.5 is interrupted" in err and "2_lambda2 is failed" in err
+    assert "1_lambda0.5 (interrupted)" in err and "2_lambda2 (failed)" in err and "3_lambda9 (failed)" in err
 
     res = pd.read_parquet(sweep / "results.parquet")
     assert list(res.columns) == COLUMNS + ["method.lambda"]
@@ -123,8 +113,10 @@ def test_merge_sweep_swept_column_and_failed_runs(tmp_path, capsys, aggregate):
     assert acc.loc[0.0, "mean"] == pytest.approx(2 / 4)  # the run's own aggregate row, kept as it is
 
     runs = pd.read_csv(sweep / "runs.csv")
-    assert list(runs["status"]) == ["complete", "interrupted", "failed"]
-    assert list(runs["n_rows"]) == [3, 2, 1]  # results rows read (aggregate included); the failed run: rows.jsonl
+    assert list(runs["status"]) == ["complete", "interrupted", "failed", "failed"]
+    assert list(runs["n_rows"]) == [3, 2, 1, 0]  # results rows read (aggregate included); run 2: rows.jsonl
+    assert runs.loc[3, "note"] == "lambda=9 is out of range"
+    assert 9 not in set(res["method.lambda"]) and 9 not in set(summary["method.lambda"])  # no rows, no summary
     assert "method.lambda=0.5" in runs.loc[1, "overrides"]
     assert "provenance.json" in runs.loc[2, "note"]
     # keys with the same value in every run are not columns
@@ -197,12 +189,51 @@ def test_merge_usage_errors(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_callback_merges_sweep_folder_and_reports_errors(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from xaibench.bench.callbacks import MergeSweep
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0", BASE + ["seed=0"], {"a": (0.2, 1, 2)})
+    make_run(sweep / "1", BASE + ["seed=1"], {"a": (0.4, 1, 2)}, seed=1)
+    MergeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    summary = pd.read_csv(sweep / "summary.csv")
+    faith = summary[summary["metric"] == "faithfulness"]
+    assert summary.columns[0] == "seed"  # a swept key that is a results column leads the summary too
+    assert sorted(zip(faith["seed"], faith["mean"])) == [(0, 0.2), (1, 0.4)]
+    assert list(pd.read_parquet(sweep / "results.parquet").columns) == COLUMNS  # seed is already a column
+
+    (tmp_path / "empty").mkdir()
+    caplog.set_level("WARNING")
+    MergeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}}))
+    assert "sweep not merged: no run folders found" in caplog.text
+
+
+@pytest.mark.parametrize("launcher, target", [("local", "joblib_launcher.JoblibLauncher"),
+                                              ("slurm", "submitit_launcher.SlurmLauncher"),
+                                              ("slurm_local", "submitit_launcher.LocalLauncher")])
+def test_shipped_launcher_configs_compose(launcher, target):
+    from hydra import compose, initialize_config_module
+
+    import xaibench.bench.app  # noqa: F401  (registers the config schema)
+
+    extra = ["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"] if launcher == "slurm" else []
+    with initialize_config_module(config_module="xaibench.conf", version_base="1.3"):  # as the app does
+        cfg = compose("config", [f"hydra/launcher={launcher}", *extra], return_hydra_config=True)
+    lc = cfg.hydra.launcher
+    assert lc._target_.endswith(target)
+    if launcher == "slurm":
+        assert (lc.partition, lc.timeout_min, lc.gpus_per_node, lc.cpus_per_task, lc.mem_gb) == ("gpu", 30, 1, 8, 32)
+    assert "merge_sweep" in cfg.hydra.callbacks  # the merge callback is on by default
+
+
 # ------------------------------------------------------------------ real sweeps through the app
 def _sweep(tmp_path, launcher_args):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "xaibench.bench.app", "-m", "experiment=staa_synthetic", "dataset.n_samples=1",
            "threads=1", "print_summary=false", "method.lambda=0,1", f"hydra.sweep.dir={sweep}",
-           "hydra/callbacks=merge", *launcher_args]
+           *launcher_args]  # the merge callback is on by default (conf/config.yaml)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -222,13 +253,42 @@ def _sweep(tmp_path, launcher_args):
         part = part.sort_values(["method", "metric"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(part[own.columns], own, check_dtype=False)
     assert list(pd.read_csv(sweep / "runs.csv")["status"]) == ["complete", "complete"]
-    return sweep
+    return p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_sweep_joblib(tmp_path):
-    _sweep(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    out = _sweep(tmp_path, ["hydra/launcher=local"])  # the shipped config: joblib, 2 processes
+    assert "Joblib.Parallel(n_jobs=2" in out
 
 
+@pytest.mark.slow
 def test_sweep_submitit_local(tmp_path):
-    sweep = _sweep(tmp_path, ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"])
-    assert (sweep / ".submitit").is_dir()
+    out = _sweep(tmp_path, ["hydra/launcher=slurm_local"])  # the shipped config: submitit_local
+    assert "Submitit 'local' sweep" in out
+    assert (tmp_path / "sweep" / ".submitit").is_dir()
+
+
+@pytest.mark.slow
+def test_shards_through_app_equal_the_unsharded_run(tmp_path):
+    """Two shards (one sweep, merged by the callback) give the per-sample rows and the summary, dataset-level
+    pixel accuracy and mIoU included, of the same run without shards (the independent reference)."""
+    args = ["experiment=staa_synthetic", "experiment.metrics=[segmentation,localisation]", "dataset.n_samples=4",
+            "threads=1", "print_summary=false"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    app = [sys.executable, "-m", "xaibench.bench.app"]
+    for cmd in (app + ["-m", *args, "shard=0/2,1/2", f"hydra.sweep.dir={tmp_path / 'shards'}"],
+                app + [*args, f"hydra.run.dir={tmp_path / 'one'}"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    key = ["method", "metric", "sample_id"]
+    merged = pd.read_parquet(tmp_path / "shards" / "results.parquet").sort_values(key).reset_index(drop=True)
+    one = pd.read_parquet(tmp_path / "one" / "results.parquet").sort_values(key).reset_index(drop=True)
+    assert list(merged.columns) == COLUMNS  # shard is not a swept column
+    assert {"pixel_accuracy", "miou"} <= set(merged.loc[merged["sample_id"] == AGGREGATE, "metric"])
+    pd.testing.assert_frame_equal(merged[key + ["note"]], one[key + ["note"]])
+    np.testing.assert_allclose(merged["value"], one["value"], rtol=1e-9, atol=1e-12)
+    s_merged = pd.read_csv(tmp_path / "shards" / "summary.csv").sort_values(["method", "metric"])
+    s_one = pd.read_csv(tmp_path / "one" / "summary.csv").sort_values(["method", "metric"])
+    np.testing.assert_allclose(s_merged["mean"], s_one["mean"], rtol=1e-9, atol=1e-12)
+    assert list(s_merged["n"]) == list(s_one["n"])

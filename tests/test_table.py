@@ -133,10 +133,12 @@ def test_colour_only_on_request():
 
 def test_decimals_and_cells():
     assert decimals([0.5, 0.9]) == 3
-    assert decimals([0.0092, 0.001]) == 5  # three significant digits of 0.0092
-    assert decimals([258.0, 1.0]) == 0
+    assert decimals([0.0092, 0.001]) == 5  # three significant digits of the median, 0.0051
+    assert decimals([258.0, 1.0, 0.0]) == 0  # whole numbers (pass counts)
     assert decimals([12.3]) == 1
+    assert decimals([0.05, 0.1, 0.2, 22.2]) == 3  # explain times: the median sets the digits, not the largest
     assert format_cell(0.8123, lo=0.7912, hi=0.8344) == "0.812 [0.79,0.83]"
+    assert format_cell(0.0171, lo=0.0163, hi=0.0178) == "0.017 [0.016,0.018]"  # 2 decimals would hide the width
     assert format_cell(0.8123, std=0.05) == "0.812 ± 0.050"
     assert format_cell(float("nan")) == "n/a"
 

@@ -16,8 +16,9 @@ Group names come from data (sample ids, labels), so they are made file-name
 safe (``xaibench.bench.io.safe_name`` when that module exists, else the small
 sanitiser below); the original names are kept as attributes, and a name whose
 safe form is taken by another name gets a CRC-32 suffix.  Volumes are stored
-as float16 divided by their largest magnitude (``scale``), so that neither
-large nor tiny attributions over- or underflow; the reader multiplies back.
+as float16 divided by their largest finite magnitude (``scale``), so that
+neither large nor tiny attributions over- or underflow (relative error at most
+2**-11 of that magnitude); the reader multiplies back.
 Adding an entry that exists (a resumed run) overwrites it.
 """
 
@@ -60,30 +61,33 @@ def _np(t) -> Optional[np.ndarray]:
 
 
 class Gallery:
-    """Writer of ``gallery.h5`` (see the module docstring); ``n_samples = 0`` writes nothing."""
+    """Writer of ``gallery.h5`` (see the module docstring); ``n_samples = 0`` writes nothing.
+
+    The file is opened for each :meth:`add` and closed after it, so that between two adds it is complete on
+    disk: a killed run leaves a readable gallery, and a report can read it while the run goes on.
+    """
 
     def __init__(self, path, n_samples: int):
         self.path = Path(path)
         self.n_samples = int(n_samples)
-        self._f = None
 
     def want(self, dataset: str, model: str, index: int) -> bool:
         """Keep the sample at dataset position ``index``? (the first ``n_samples`` of every benchmark)"""
         return 0 <= int(index) < self.n_samples
 
-    def _file(self):
+    def _open(self):
         import h5py
 
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._f = h5py.File(self.path, "a", track_order=True)
-            except OSError as e:  # e.g. a file left half-written by a killed run: start a new one
-                bad = self.path.with_suffix(".h5.unreadable")
-                self.path.replace(bad)
-                warnings.warn(f"{self.path} could not be opened ({e}); moved it to {bad} and started a new gallery")
-                self._f = h5py.File(self.path, "a", track_order=True)
-        return self._f
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return h5py.File(self.path, "a", track_order=True)
+        except OSError as e:  # e.g. a file cut by a kill during a write: keep it aside, start a new one
+            if not self.path.exists():
+                raise
+            bad = self.path.with_suffix(".h5.unreadable")
+            self.path.replace(bad)
+            warnings.warn(f"{self.path} could not be opened ({e}); moved it to {bad} and started a new gallery")
+            return h5py.File(self.path, "a", track_order=True)
 
     @staticmethod
     def _child(group, name: str):
@@ -96,36 +100,34 @@ class Gallery:
         return g
 
     def add(self, dataset: str, model: str, sample, method_label: str, explanation) -> None:
-        """Store ``sample`` (``sample_id, x, mask, frames, label``) and ``explanation``
-        (``volume`` (T, H, W), ``frame_scores`` (T,)) under ``method_label``; overwrites an existing entry."""
-        f = self._file()
-        g = self._child(self._child(self._child(f, str(dataset)), str(model)), str(sample.sample_id))
-        g.attrs.update(dataset=str(dataset), model=str(model), sample_id=str(sample.sample_id),
-                       label=-1 if sample.label is None else int(sample.label))
-        arrays = {"x": _np(sample.x).astype(np.float16),
-                  "mask": None if sample.mask is None else _np(sample.mask).astype(bool),
-                  "frames": None if sample.frames is None else _np(sample.frames).astype(bool)}
-        for k, v in arrays.items():
-            if k in g:
-                del g[k]
-            if v is not None:
-                g.create_dataset(k, data=v, compression="gzip" if v.size > 64 else None)
-        methods = g["methods"] if "methods" in g else g.create_group("methods", track_order=True)
-        m = self._child(methods, str(method_label))
-        vol = _np(explanation.volume).astype(np.float64)
-        scale = float(np.nanmax(np.abs(vol))) if vol.size and np.isfinite(vol).any() else 0.0
-        for k in ("volume", "frame_scores"):
-            if k in m:
-                del m[k]
-        m.create_dataset("volume", data=(vol / scale if scale > 0 else vol).astype(np.float16), compression="gzip")
-        m.create_dataset("frame_scores", data=_np(explanation.frame_scores).astype(np.float32))
-        m.attrs.update(label=str(method_label), scale=scale)
-        f.flush()
+        """Store ``sample`` (``sample_id, x, mask, frames, label``; written once per sample) and
+        ``explanation`` (``volume`` (T, H, W), ``frame_scores`` (T,)) under ``method_label``, replacing an
+        existing entry of that label."""
+        with self._open() as f:
+            g = self._child(self._child(self._child(f, str(dataset)), str(model)), str(sample.sample_id))
+            if "x" not in g:
+                g.attrs.update(dataset=str(dataset), model=str(model), sample_id=str(sample.sample_id),
+                               label=-1 if sample.label is None else int(sample.label))
+                for k, v in (("x", _np(sample.x).astype(np.float16)), ("mask", _np(sample.mask)),
+                             ("frames", _np(sample.frames))):
+                    if v is not None:
+                        v = v if k == "x" else v.astype(bool)
+                        g.create_dataset(k, data=v, compression="gzip" if v.size > 64 else None)
+            methods = g["methods"] if "methods" in g else g.create_group("methods", track_order=True)
+            m = self._child(methods, str(method_label))
+            vol = _np(explanation.volume).astype(np.float64)
+            finite = np.abs(vol[np.isfinite(vol)])
+            scale = float(finite.max()) if finite.size else 0.0
+            for k in ("volume", "frame_scores"):
+                if k in m:
+                    del m[k]
+            m.create_dataset("volume", data=(vol / scale if scale > 0 else vol).astype(np.float16),
+                             compression="gzip")
+            m.create_dataset("frame_scores", data=_np(explanation.frame_scores).astype(np.float32))
+            m.attrs.update(label=str(method_label), scale=scale)
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        """Nothing to release (the file is closed after every add); kept so that callers may close a writer."""
 
     def __enter__(self):
         return self

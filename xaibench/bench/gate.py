@@ -129,6 +129,7 @@ def _require(df: pd.DataFrame, cols, where: str, what: str) -> pd.DataFrame:
         raise UserError(f"{where} lacks the column(s) {', '.join(lacking)}: it is not a {what} written by xaibench; "
                         f"pass the {what} of a run")
     df = df[list(cols)].copy()
+    df["params"] = df["params"].fillna("")  # a component without parameters may have empty params
     keys = [c for c in cols if c in KEYS or c == "sample_id"]
     blank = df[keys].isna().any(axis=1)
     if blank.any():

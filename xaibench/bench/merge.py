@@ -5,9 +5,10 @@
     xaibench-merge multirun/a multirun/b --out merged              # several sweeps of one experiment
 
 Each DIR is a run folder (it holds ``results.parquet`` or ``rows.jsonl``, and
-``provenance.json``) or a folder searched recursively for run folders.  A run
-folder that stopped before writing ``provenance.json`` (it has ``rows.jsonl``
-and ``.hydra/``) is taken too, with status ``failed``.
+``provenance.json``) or a folder searched recursively for run folders.  Also
+taken: a run folder that stopped before writing ``provenance.json`` (it has
+``rows.jsonl`` and ``.hydra/``; status ``failed``) and a failed point of a
+sweep (``provenance.json`` with status ``failed`` and its error, maybe no rows).
 
 * **Swept columns.**  The task overrides of every run are read from
   ``.hydra/overrides.yaml``; every key whose value differs between the runs
@@ -84,8 +85,9 @@ class Merged:
 
 # ----------------------------------------------------------------- finding runs
 def is_run_folder(p: Path) -> bool:
+    """``provenance.json`` (also a failed point of a sweep, with no rows), or rows and ``.hydra/``."""
     has_rows = (p / "results.parquet").exists() or (p / "rows.jsonl").exists()
-    return has_rows and ((p / "provenance.json").exists() or (p / ".hydra" / "overrides.yaml").exists())
+    return (p / "provenance.json").exists() or (has_rows and (p / ".hydra" / "overrides.yaml").exists())
 
 
 def find_run_folders(dirs) -> List[Path]:
@@ -128,14 +130,14 @@ def read_run(path: Path) -> Run:
         note = "no .hydra/overrides.yaml: no swept values"
     if prov:
         status = prov.get("status", "complete")
+        note = str(prov["error"]) if prov.get("error") else note
         config = prov.get("config") or {}
         experiment = str((config.get("experiment") or {}).get("name", ""))
         seed = int(prov.get("seed", config.get("seed", 0)))
     else:
         status = "failed"
         note = "no provenance.json: the run stopped before writing its tables"
-        recs = _records(path) if (path / "rows.jsonl").exists() else []
-        first = next((row for rec in recs for row in rec.get("rows", [])), {})
+        first = next((row for rec in _records(path) for row in rec.get("rows", [])), {})
         experiment, seed = str(first.get("experiment", "")), int(first.get("seed", 0) or 0)
     return Run(path, str(status), overrides, experiment, seed, note)
 
@@ -165,19 +167,17 @@ def read_rows(run: Run) -> pd.DataFrame:
     """The run's per-sample rows: ``results.parquet``, or ``rows.jsonl`` if the run never wrote its tables."""
     if (run.path / "results.parquet").exists():
         return to_frame(_read(run.path / "results.parquet", pd.read_parquet).to_dict("records"))
-    rows = [r for rec in _records(run.path) for r in rec.get("rows", [])]
-    return to_frame(rows)
+    return to_frame([r for rec in _records(run.path) for r in rec.get("rows", [])])
 
 
 def read_hidden(run: Run) -> list:
     """The ``[hidden_key, values]`` pairs of every finished sample in ``rows.jsonl`` (inputs of the aggregates)."""
-    if not (run.path / "rows.jsonl").exists():
-        raise UserError(f"{run.path} has no rows.jsonl, which holds the per-sample counts that the dataset-level "
-                        f"metrics of merged shards are recomputed from; rerun that shard, or merge without it")
     return [pair for rec in _records(run.path) for pair in rec.get("hidden", [])]
 
 
 def _records(path: Path):
+    """The ``sample`` records of ``rows.jsonl`` (none if the run has no such file)."""
+
     def parse(f):
         recs = []
         for line in f.read_text().splitlines():
@@ -189,7 +189,7 @@ def _records(path: Path):
                 recs.append(rec)
         return recs
 
-    return _read(path / "rows.jsonl", parse)
+    return _read(path / "rows.jsonl", parse) if (path / "rows.jsonl").exists() else []
 
 
 def _read(f: Path, reader):
@@ -227,7 +227,7 @@ def merge_runs(dirs) -> Merged:
         summaries.append(s)
     for r in runs:
         if r.status != "complete":
-            warnings.append(f"{r.path} is {r.status}: merged with the {r.n_rows} rows it holds"
+            warnings.append(f"{r.path} ({r.status}): merged with the {r.n_rows} rows it holds"
                             + (f" ({r.note})" if r.note else ""))
     results = _typed(pd.concat(frames, ignore_index=True), swept)[COLUMNS + [k for k in swept if k not in COLUMNS]]
     summary = _typed(pd.concat(summaries, ignore_index=True), swept)
@@ -261,6 +261,9 @@ def _merge_group(group: List[Run]):
     group.sort(key=lambda r: _shard_index(r.shard))
     parts, hidden = [], []
     for run in group:
+        if not (run.path / "rows.jsonl").exists():
+            raise UserError(f"{run.path} has no rows.jsonl, which holds the per-sample counts that the dataset-level "
+                            f"metrics of merged shards are recomputed from; rerun that shard, or merge without it")
         df = read_rows(run)
         df = df[df["sample_id"] != AGGREGATE]
         run.n_rows = len(df)

@@ -30,9 +30,10 @@ exist; a missing or unreadable piece adds a note instead of failing):
 * **Gallery** (``gallery.h5``, :mod:`xaibench.bench.gallery`): per sample the
   input and every method's attribution over it (jet colour map on the grey
   input, min-max normalised over the whole clip) with the ground-truth outline
-  (white, edged in black); videos are animated GIFs with the per-frame scores beneath (red:
-  ground-truth evidence frames, the current frame outlined).  Without a gallery,
-  the PNGs of ``figures/`` are shown.
+  (white, edged in black); videos are animated GIFs with the per-frame scores
+  beneath (red: ground-truth evidence frames; the current frame outlined).  A
+  sweep shows the samples of every run, leaving out explanations equal to one
+  already shown.  Without a gallery, the PNGs of ``figures/`` are shown.
 * **Published numbers**: ``reference_comparison.csv`` of the paper experiments.
 * **Provenance**: status, versions, seed, git revision, device, wall time, config.
 """
@@ -46,7 +47,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -54,8 +55,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .table import (BENCH, COST_METRICS, best_marks, decimals, format_cell, invalid_metrics, is_control, params_text,
-                    metric_order, parse_params, variant_labels)
+from .table import (BENCH, CONTROLS, COST_METRICS, best_marks, decimals, format_cell, invalid_metrics, is_control,
+                    metric_order, params_text, parse_params, variant_labels)
 
 QUALITY_FOR_COST = ("insertion_auc", "faithfulness_correlation", "ap", "miou")
 RUN_FILES = ("provenance.json", "rows.jsonl")
@@ -99,6 +100,7 @@ def _rows_summary(path: Path, notes: List[str]) -> Optional[pd.DataFrame]:
 
     try:
         if (path / "results.parquet").exists():
+            notes.append("no summary.csv: the summary was computed from results.parquet")
             return summarise(pd.read_parquet(path / "results.parquet"))
         if (path / "rows.jsonl").exists():
             rows = []
@@ -151,7 +153,8 @@ def _fold_swept(summary: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
 
     ``method.K`` goes in as ``K`` for the methods that have a parameter ``K`` (they hold the swept value
     already; the others did not use it, so their rows of the different runs are the same setting and the
-    first is kept); any other swept key (``dataset.n_samples``, ``seed``) goes in under its full name.
+    first is kept); any other swept key (``dataset.n_samples``, ``seed``) goes in under its full name, or as
+    ``run.<key>`` when a method parameter already has that name (a method's own ``seed``).
     """
     s = summary.copy()
     params = []
@@ -164,7 +167,7 @@ def _fold_swept(summary: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
                 if k[len("method."):] in d and v is not None:
                     d[k[len("method."):]] = v
             else:
-                d[k] = v.item() if hasattr(v, "item") else v
+                d[f"run.{k}" if k in d else k] = v.item() if hasattr(v, "item") else v
         params.append(json.dumps(d, sort_keys=True, default=str))
     s["params"] = params
     keys = [c for c in BENCH + ["method", "params", "metric"] if c in s]
@@ -183,8 +186,8 @@ def load_multirun(path: Path) -> RunData:
     folders = [Path(p) for p in runs["path"]] if runs is not None and len(runs) else _run_folders(path)
     for i, folder in enumerate(folders):
         run = load_run(folder)
-        over = runs.iloc[i].get("overrides", "") if runs is not None and len(runs) > i else ""
-        caption = str(over or folder.name)
+        over = str(runs.iloc[i].get("overrides", "") or "") if runs is not None and len(runs) > i else ""
+        caption = " ".join(t for t in over.split() if t.split("=", 1)[0] in d.swept) or over or folder.name
         d.runs.append({"name": caption, "path": str(folder), "provenance": run.provenance,
                        "notes": run.notes})
         d.gallery += [(caption, g) for _, g in run.gallery]
@@ -283,8 +286,8 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
             if key in invalid:
                 notes.append(f"{m}: {invalid[key] or 'judged invalid on this benchmark'}")
                 note = len(notes)
-            head.append({"name": m, "parts": m.split("_"), "arrow": "↑" if bool(mb["higher_is_better"].iloc[0]) else "↓", "note": note,
-                         "cost": m in COST_METRICS})
+            head.append({"name": m, "parts": m.split("_"), "note": note, "cost": m in COST_METRICS,
+                         "arrow": "↑" if bool(mb["higher_is_better"].iloc[0]) else "↓"})
         cells: Dict[tuple, dict] = {}
         for m in metrics:
             mb = b[b["metric"] == m]
@@ -294,7 +297,8 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
                 text = format_cell(r["mean"], r["std"], r["ci_low"], r["ci_high"], d)
                 mean, _, interval = text.partition(" ")
                 cells[(r["label"], m)] = {"mean": mean, "interval": interval, "mark": marks[i],
-                                          "invalid": key_in(bench, m, invalid), "n": r.get("n")}
+                                          "invalid": key_in(bench, m, invalid),
+                                          "n": None if pd.isna(r.get("n")) else int(r["n"])}
         rows = {False: [], True: []}
         for label, lb in b.groupby("label", sort=False):
             rows[bool(lb["control"].iloc[0])].append(
@@ -325,9 +329,9 @@ def mean_ranks(s: pd.DataFrame, ranking: Optional[pd.DataFrame], validity=None) 
                 r[c] = s[c].iloc[0] if len(s) else ""
         r["params"] = r["params"].astype(str) if "params" in r else ""
         labels = s.drop_duplicates(["method", "params"]).assign(params=lambda x: x["params"].astype(str))
-        r = r.merge(labels[["method", "params", "label", "control"]], on=["method", "params"], how="left")
+        r = r.merge(labels[["method", "params", "label"]], on=["method", "params"], how="left")
         r["label"] = r["label"].fillna(r["method"])
-        r["control"] = r["control"].fillna(r["method"].isin([m for m in s["method"] if m.startswith("control_")]))
+        r["control"] = is_control(r)
         keep = set(map(tuple, q[BENCH + ["metric"]].astype(str).values))
         r = r[[tuple(x) in keep for x in r[BENCH + ["metric"]].astype(str).values]]
         return r[BENCH + ["label", "control", "metric"]].assign(rank=pd.to_numeric(r["mean_rank"], errors="coerce"))
@@ -349,26 +353,32 @@ def ranking_plots(s, ranking, validity) -> List[dict]:
     for bench, r in ranks.groupby(BENCH, sort=False, dropna=False):
         avg = r.groupby(["label", "control"], sort=False)["rank"].mean().reset_index().sort_values("rank")
         labels = list(avg["label"])
-        fig = _figure(6.4, 0.6 + 0.32 * len(labels))
+        fig = _figure(5.6, 0.6 + 0.32 * len(labels))
         ax = fig.add_subplot()
         y = np.arange(len(labels))
-        ax.barh(y, avg["rank"], color=["#9aa0a6" if c else "#4c78a8" for c in avg["control"]], alpha=0.85,
-                label="mean over metrics")
+        ax.barh(y, avg["rank"], color=["#9aa0a6" if c else "#4c78a8" for c in avg["control"]], alpha=0.85)
         pos = {lab: i for i, lab in enumerate(labels)}
-        ax.scatter(r["rank"], [pos[lab] for lab in r["label"]], s=9, color="#e45756", zorder=3,
-                   label="one metric")
+        ax.scatter(r["rank"], [pos[lab] for lab in r["label"]], s=9, color="#e45756", zorder=3)
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color="#4c78a8", label="method: mean over metrics"),
+                   Patch(color="#9aa0a6", label="control: mean over metrics"),
+                   Line2D([], [], ls="", marker="o", ms=3, color="#e45756", label="rank on one metric")]
         ax.set_yticks(y, [_short(x, 26) for x in labels], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("mean rank (1 = best)", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_xlim(0, max(len(labels), float(np.nanmax(r["rank"]))) + 0.5)
-        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+        ax.legend(handles=handles[:1 + bool(avg["control"].any())] + handles[2:], fontsize=7, loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
         ax.grid(axis="x", alpha=0.3)
         out.append({"name": _bench_name(bench), "img": _fig_uri(fig), "n_metrics": r["metric"].nunique()})
     return out
 
 
 def cost_plots(s, provenance, validity) -> List[dict]:
+    """Per benchmark: methods as points (explain time, quality), controls as dotted reference lines."""
     fwd = provenance.get("forward_time_s") or {}
     invalid = invalid_metrics(s, validity)
     out = []
@@ -378,24 +388,28 @@ def cost_plots(s, provenance, validity) -> List[dict]:
         if not present or t.empty:
             continue
         q = b[b["metric"] == present[0]].set_index("label")
-        both = [lab for lab in q.index if lab in t.index and np.isfinite(t.loc[lab, "mean"])]
+        both = [lab for lab in q.index if lab in t.index and np.isfinite(t.loc[lab, "mean"])
+                and np.isfinite(q.loc[lab, "mean"]) and not q.loc[lab, "control"]]
         if not both:
             continue
-        model = bench[BENCH.index("model")]
-        f = fwd.get(model)
+        f = fwd.get(bench[BENCH.index("model")])
         rel = f is not None and float(f) > 0
         x = np.array([t.loc[lab, "mean"] / (float(f) if rel else 1.0) for lab in both])
         y = np.array([q.loc[lab, "mean"] for lab in both])
         fig = _figure(5.6, 3.6)
         ax = fig.add_subplot()
-        ctrl = np.array([bool(q.loc[lab, "control"]) for lab in both])
         lo, hi = q.loc[both, "ci_low"].to_numpy(float), q.loc[both, "ci_high"].to_numpy(float)
         if np.isfinite(lo).all() and np.isfinite(hi).all():
             ax.errorbar(x, y, yerr=np.clip([y - lo, hi - y], 0, None), fmt="none", ecolor="#bbb", lw=1, zorder=1)
-        ax.scatter(x[~ctrl], y[~ctrl], color="#4c78a8", zorder=2)
-        ax.scatter(x[ctrl], y[ctrl], color="#9aa0a6", marker="s", zorder=2, label="controls")
+        ax.scatter(x, y, color="#4c78a8", zorder=2)
         for xi, yi, lab in zip(x, y, both):
             ax.annotate(_short(lab, 18), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for lab in q.index[q["control"].astype(bool)]:
+            yc = q.loc[lab, "mean"]
+            if np.isfinite(yc):
+                ax.axhline(yc, color="#9aa0a6", ls=":", lw=1, zorder=0)
+                ax.text(0.99, yc, lab, transform=ax.get_yaxis_transform(), ha="right", va="bottom", fontsize=6.5,
+                        color="#6e7781")
         if (x > 0).all() and x.max() / max(x.min(), 1e-12) > 10:
             ax.set_xscale("log")
         ax.set_xlabel("explain time / one forward pass" if rel else "explain time (s; forward time unknown)",
@@ -404,8 +418,6 @@ def cost_plots(s, provenance, validity) -> List[dict]:
         ax.set_ylabel(f"{present[0]} {arrow}", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        if ctrl.any():
-            ax.legend(fontsize=7)
         out.append({"name": _bench_name(bench), "metric": present[0], "relative": rel, "img": _fig_uri(fig),
                     "forward_s": f})
     return out
@@ -420,7 +432,7 @@ def _sortable(values):
 
 
 def _sorted_values(values) -> list:
-    xs, cats = _sortable(list(values))
+    xs, _ = _sortable(list(values))
     return [v for _, v in sorted({json.dumps(v): (x, v) for x, v in zip(xs, values)}.values(), key=lambda p: p[0])]
 
 
@@ -506,29 +518,29 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
 
 
-def _frame(x_t, vol_t=None, mask_t=None, scale: int = 1) -> np.ndarray:
-    """One uint8 RGB picture: the frame, or the attribution (jet, alpha 0.5) over its grey version; the
-    ground-truth outline as a white band (2 px inside the region) edged in black (1 px outside); enlarged
-    ``scale`` times (nearest neighbour)."""
+def _frame(x_t, vol_t=None, mask_t=None) -> np.ndarray:
+    """One uint8 RGB picture at the input's resolution: the frame, or the attribution (jet, alpha 0.5) over its
+    grey version; the ground-truth outline as a white line (inside the region) edged in black (outside)."""
     from matplotlib import colormaps
 
     img = _rgb(x_t)
     if vol_t is not None:
         grey = img.mean(axis=2, keepdims=True)
         img = 0.5 * np.repeat(grey, 3, axis=2) + 0.5 * colormaps["jet"](np.nan_to_num(vol_t))[..., :3]
-    img = np.kron(img, np.ones((scale, scale, 1)))
     if mask_t is not None and mask_t.any():
-        big = np.kron(mask_t.astype(np.uint8), np.ones((scale, scale), np.uint8)).astype(bool)
-        img[~_erode(~big) & ~big] = 0.0
-        img[big & ~_erode(_erode(big))] = 1.0
+        m = mask_t.astype(bool)
+        img[~_erode(~m) & ~m] = 0.0
+        img[m & ~_erode(m)] = 1.0
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def _bars(scores, frames, current: int, width: int, height: int = 34) -> np.ndarray:
-    """Per-frame bars (red: evidence frames, blue: others; the current frame dark-outlined) as uint8 RGB."""
+def _bars(scores, frames, current: int, width: int) -> np.ndarray:
+    """Per-frame bars (red: evidence frames, blue: others; the current frame full colour and outlined, the
+    others pale) as uint8 RGB, ``width`` wide; scores scaled from min(0, min) to max."""
     from PIL import Image, ImageDraw
 
     T = len(scores)
+    height = max(8, round(width * 0.2))
     s = np.nan_to_num(np.asarray(scores, dtype=float))
     lo = min(0.0, s.min())
     span = (s.max() - lo) or 1.0
@@ -536,15 +548,15 @@ def _bars(scores, frames, current: int, width: int, height: int = 34) -> np.ndar
     dr = ImageDraw.Draw(im)
     w = width / T
     for t in range(T):
-        h = (height - 4) * (s[t] - lo) / span
-        ev = frames is not None and bool(frames[t])
-        color = (214, 39, 40) if ev else (31, 119, 180)
+        x0, x1 = int(round(t * w)), int(round((t + 1) * w)) - 1
+        color = (214, 39, 40) if frames is not None and bool(frames[t]) else (31, 119, 180)
         if t != current:
-            color = tuple(int(c + (255 - c) * 0.45) for c in color)
-        x0, x1 = int(t * w + 1), int((t + 1) * w - 2)
-        dr.rectangle([x0, int(height - 2 - h), x1, height - 2], fill=color)
+            color = tuple(int(c + (255 - c) * 0.5) for c in color)
+        top = int(round((height - 2) * (1 - (s[t] - lo) / span)))
+        if x1 - x0 >= 2:
+            dr.rectangle([x0 + 1, top + 1, x1 - 1, height - 1], fill=color)
         if t == current:
-            dr.rectangle([x0 - 1, 0, x1 + 1, height - 1], outline=(0, 0, 0))
+            dr.rectangle([x0, 0, x1, height - 1], outline=(0, 0, 0))
     return np.asarray(im)
 
 
@@ -572,48 +584,56 @@ def _normalised(vol: np.ndarray) -> np.ndarray:
 
 
 def render_item(item) -> dict:
-    """The input and every method of one gallery sample as embedded images (GIFs for videos)."""
+    """The input and every method of one gallery sample as embedded images at the input's resolution (GIFs for
+    videos), with the width to show them at (an integer enlargement to about :data:`TILE` pixels)."""
     T, _, H, W = item.x.shape
-    scale = max(1, int(math.ceil(TILE / max(H, W))))
+    width = W * max(1, int(math.ceil(TILE / max(H, W))))
     mask = item.mask if item.mask is not None and np.asarray(item.mask).any() else None
 
     def tile(vol=None, scores=None):
-        pics = [_frame(item.x[t], None if vol is None else vol[t], None if mask is None else mask[t], scale)
+        pics = [_frame(item.x[t], None if vol is None else vol[t], None if mask is None else mask[t])
                 for t in range(T)]
         if T == 1:
             return _png(pics[0])
         ev = item.frames
         sc = scores if scores is not None else (np.asarray(ev, float) if ev is not None else np.zeros(T))
-        return _gif([np.concatenate([p, _bars(sc, ev, t, p.shape[1])], axis=0) for t, p in enumerate(pics)])
+        return _gif([np.concatenate([p, _bars(sc, ev, t, W)], axis=0) for t, p in enumerate(pics)])
 
-    tiles = [{"caption": "input" + (" + ground truth" if mask is not None else ""), "img": tile()}]
+    tiles = [{"caption": "input" + (" + ground truth" if mask is not None else ""), "img": tile(), "width": width}]
     for label, (vol, scores) in item.methods.items():
-        if vol.shape != (T, H, W):
-            continue
-        tiles.append({"caption": label, "img": tile(_normalised(vol), scores)})
+        if vol.shape == (T, H, W):
+            tiles.append({"caption": label, "img": tile(_normalised(vol), scores), "width": width,
+                          "control": label.split("#")[0] in CONTROLS})
     return {"tiles": tiles, "video": T > 1}
 
 
 def gallery_sections(entries: list, max_per_bench: int = MAX_GALLERY) -> List[dict]:
-    """Group the gallery items by benchmark (dataset, model); at most ``max_per_bench`` samples (per run) each."""
+    """Group the gallery items by benchmark (dataset, model), at most ``max_per_bench`` samples per run each.
+    Across the runs of a sweep, an explanation equal to one already shown (a method the swept value does not
+    touch) is not repeated."""
     groups: Dict[tuple, dict] = {}
+    counts: Dict[tuple, int] = {}
+    seen: Dict[tuple, list] = {}
     for caption, item in entries:
-        g = groups.setdefault((item.dataset, item.model), {"name": f"{item.dataset} · {item.model}", "samples": [],
-                                                            "_count": {}})
-        n = g["_count"].get(caption, 0)
-        if n >= max_per_bench:
+        key = (item.dataset, item.model)
+        g = groups.setdefault(key, {"name": f"{item.dataset} · {item.model}", "samples": []})
+        if counts.get(key + (caption,), 0) >= max_per_bench:
             continue
-        g["_count"][caption] = n + 1
-        r = render_item(item)
+        counts[key + (caption,)] = counts.get(key + (caption,), 0) + 1
+        methods = {}
+        for label, (vol, scores) in item.methods.items():
+            shown = seen.setdefault(key + (item.sample_id, label), [])
+            if not any(np.array_equal(vol, v, equal_nan=True) for v in shown):
+                shown.append(vol)
+                methods[label] = (vol, scores)
+        r = render_item(replace(item, methods=methods))
         title = item.sample_id + ("" if item.label is None else f" (label {item.label})")
         g["samples"].append(dict(r, title=title, run=caption))
-    for g in groups.values():
-        g.pop("_count")
     return list(groups.values())
 
 
 # ------------------------------------------------------------------------------------------ tables
-def _records(df: Optional[pd.DataFrame], max_rows: int = 400) -> Optional[dict]:
+def _records(df: Optional[pd.DataFrame], max_rows: int = 200) -> Optional[dict]:
     """A generic table (columns, rows of formatted strings) for the template."""
     if df is None or df.empty:
         return None
@@ -630,7 +650,8 @@ def _records(df: Optional[pd.DataFrame], max_rows: int = 400) -> Optional[dict]:
 
 def provenance_items(p: dict) -> List[tuple]:
     keys = [("status", "status"), ("created", "created"), ("git revision", "git_revision"), ("seed", "seed"),
-            ("device", "device"), ("wall time (s)", "wall_time_s"), ("platform", "platform"), ("rows", "n_rows"),
+            ("device", "device"), ("precision", "precision"), ("wall time (s)", "wall_time_s"),
+            ("platform", "platform"), ("rows", "n_rows"),
             ("skipped samples", "n_skipped_samples")]
     items = [(name, p[k]) for name, k in keys if p.get(k) not in (None, "")]
     if p.get("forward_time_s"):

@@ -66,7 +66,7 @@ def _n_from_note(note) -> float:
 
 def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
     """Mean, std, n, n_undefined and bootstrap interval per key; an aggregate row replaces its key's values."""
-    from .stats import bootstrap_ci
+    from .stats import bootstrap_cis  # here, not at the top: stats imports this module
 
     d = df[df["metric"] != "skipped"].copy()
     d["params"] = d["params"].map(_params_text)
@@ -76,9 +76,7 @@ def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
     out["higher_is_better"] = g["higher_is_better"].first().values
     out["n_undefined"] = g.size().values - out["n"].values
     out["n"] = out["n"].astype(float)  # an aggregate without its count gives NaN
-    ci = [bootstrap_ci(v.to_numpy(), level=level, seed=seed) for _, v in g["value"]]
-    out["ci_low"] = [lo for lo, _ in ci]
-    out["ci_high"] = [hi for _, hi in ci]
+    out["ci_low"], out["ci_high"] = bootstrap_cis([v.to_numpy() for _, v in g["value"]], level=level, seed=seed)
     if len(agg):
         a = agg.drop_duplicates(KEYS, keep="last")
         a = pd.DataFrame(dict({k: a[k].values for k in KEYS}, mean=a["value"].values, std=np.nan,
@@ -103,16 +101,9 @@ def tables(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float = 
     """All derived tables of a per-sample frame: ``{"summary", "validity", "comparisons", "ranking"}``."""
     from . import stats
 
-    validity = stats.validity(df, alpha=alpha)
-    comparisons = stats.comparisons(df, alpha=alpha)
-    ranking = stats.ranking(df)
-    s = _summary_stats(df, seed, level)
-    s["kind"] = ["control" if stats.is_control(m) else "method" for m in s["method"]]
-    verdict = {tuple(map(str, r[:4])): r[4] for r in validity[stats.FAMILY + ["verdict"]].itertuples(index=False)}
-    s["valid"] = pd.array([{"valid": True, "invalid": False}.get(verdict.get(tuple(map(str, r))), None)
-                           for r in s[stats.FAMILY].itertuples(index=False)], dtype="boolean")
-    s["best"] = stats.mark_best(s, comparisons, alpha=alpha)
-    return dict(summary=s[SUMMARY_COLUMNS], validity=validity, comparisons=comparisons, ranking=ranking)
+    validity, comparisons = stats.validity(df, alpha=alpha), stats.comparisons(df, alpha=alpha)
+    return dict(summary=_summary(df, seed, level, alpha, validity, comparisons), validity=validity,
+                comparisons=comparisons, ranking=stats.ranking(df))
 
 
 def summarise(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
@@ -132,7 +123,21 @@ def summarise(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float
     * ``best``: ``best`` / ``tied`` / '' from :func:`xaibench.bench.stats.mark_best`
       (the paired comparisons, Holm-corrected at ``alpha``).
     """
-    return tables(df, seed=seed, level=level, alpha=alpha)["summary"]
+    from . import stats
+
+    return _summary(df, seed, level, alpha, stats.validity(df, alpha=alpha), stats.comparisons(df, alpha=alpha))
+
+
+def _summary(df, seed, level, alpha, validity, comparisons) -> pd.DataFrame:
+    from . import stats
+
+    s = _summary_stats(df, seed, level)
+    s["kind"] = ["control" if stats.is_control(m) else "method" for m in s["method"]]
+    verdict = {tuple(map(str, r[:4])): r[4] for r in validity[stats.FAMILY + ["verdict"]].itertuples(index=False)}
+    s["valid"] = pd.array([{"valid": True, "invalid": False}.get(verdict.get(tuple(map(str, r))), None)
+                           for r in s[stats.FAMILY].itertuples(index=False)], dtype="boolean")
+    s["best"] = stats.mark_best(s, comparisons, alpha=alpha)
+    return s[SUMMARY_COLUMNS]
 
 
 def write_tables(rows: List[dict], out_dir: Path, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:

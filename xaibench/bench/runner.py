@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import textwrap
 import time
 import zlib
 from contextlib import contextmanager
@@ -332,15 +333,17 @@ class Runner:
         atomic_write_text(self.out / "provenance.json", json.dumps(prov, indent=2, default=str))
         if self.exp.get("reference"):
             self._compare_reference(summary)
+        if self.opts.print_summary:
+            self._print(summary, status, prov)
         if self.opts.report:
             try:
                 from .report import write_report
 
-                write_report(self.out)
+                path = write_report(self.out)
+                if self.opts.print_summary:
+                    print(f"report: {path}")
             except Exception as e:  # a report must never lose a run's results
                 print(f"(report.html not written: {type(e).__name__}: {e})")
-        if self.opts.print_summary:
-            self._print(summary, status, prov)
         return summary
 
     def _skip_rows(self) -> List[dict]:
@@ -364,9 +367,15 @@ class Runner:
         except ImportError:
             from .results import format_summary
 
-            text = format_summary(summary)
+            text, validity = format_summary(summary), None
         print(f"\n== {self.exp.name}: summary ({status}, {prov['wall_time_s']} s) ==")
         print(text)
+        if validity is not None and len(validity):
+            print("\nmetric validity (controls: gt > random, gt > inverted gt, constant not > random; validity.csv):")
+            for (d, m), g in validity.groupby(["dataset", "model"], sort=False):
+                parts = [f"{v} {', '.join(g[g.verdict == v].metric)}" for v in ("valid", "invalid", "untestable")
+                         if (g.verdict == v).any()]
+                print(textwrap.fill(f"{m} on {d}: " + "; ".join(parts), 120, subsequent_indent="    "))
         if self.skipped_samples:
             reasons: Dict[str, int] = {}
             for s in self.skipped_samples:
@@ -601,6 +610,14 @@ class Runner:
         out[c.label] = (expls, secs, mem, fw, bw)
         return out
 
+    def _randomised(self, adapter, k: int, seed: int):
+        """Copies with the head and top k blocks re-initialised, made once per run (mprt metric)."""
+        cache = self.__dict__.setdefault("_random_copies", {})
+        key = (id(adapter), min(k, adapter.num_layers), seed)
+        if key not in cache:
+            cache[key] = adapter.randomised(k, seed)
+        return cache[key]
+
     @staticmethod
     def _sync(adapter):
         if adapter.device.type == "cuda":
@@ -681,7 +698,9 @@ class Runner:
                               rng=rng, batch_size=self.opts.batch_size, label=sample.label,
                               mask=None if sample.mask is None else sample.mask.to(dev),
                               frames=None if sample.frames is None else sample.frames.to(dev), timing=timing,
-                              counters=counters, shared_seed=(self.seed, _h(sample.sample_id)))
+                              counters=counters, shared_seed=(self.seed, _h(sample.sample_id)),
+                              reexplain=lambda ad, s=sample, t=target: method.explain_sample(ad, s, t),
+                              randomised=lambda k, seed, ad=adapter: self._randomised(ad, k, seed))
             with adapter.counting() as n:
                 t0 = time.perf_counter()
                 values = metric.compute(ctx)

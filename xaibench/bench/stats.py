@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Iterator, NamedTuple, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import pandas as pd
@@ -40,21 +40,17 @@ from .results import AGGREGATE
 
 BENCH = ["experiment", "dataset", "model"]
 FAMILY = BENCH + ["metric"]
-ARM = ["method", "params"]
 CONTROL_PREFIX = "control_"
 # the outputs of xaibench.metrics.cost.Cost: they measure a method's cost, not its explanation's quality
 COST_METRICS = ("explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb", "eval_time_s", "eval_n_forward")
+# descriptive properties of a map (xaibench.metrics.map_properties) and run bookkeeping: not quality scores
+DESCRIPTIVE_METRICS = ("degenerate", "tie_fraction", "n_skipped_samples")
 # validity checks: (name, arm a, arm b, must a be significantly better than b?)
 VALIDITY_TESTS = (("gt_random", "control_gt", "control_random", True),
                   ("gt_inverted", "control_gt", "control_gt_inverted", True),
                   ("constant_random", "control_constant", "control_random", False))
 _WORD = {"control_gt": "gt", "control_random": "random", "control_gt_inverted": "inverted gt",
          "control_constant": "constant"}
-
-
-class _Result(NamedTuple):
-    statistic: np.ndarray
-    pvalue: np.ndarray
 
 
 def is_control(method) -> bool:
@@ -79,14 +75,32 @@ def bootstrap_ci(values, level: float = 0.95, n_resamples: int = 1000, seed=0) -
     is deterministic for a seed.  Returns ``(nan, nan)`` for fewer than 2
     finite values; all-equal values give ``(v, v)``.
     """
+    lo, hi = bootstrap_cis([values], level=level, n_resamples=n_resamples, seed=seed)
+    return float(lo[0]), float(hi[0])
+
+
+def bootstrap_cis(arrays, level: float = 0.95, n_resamples: int = 1000, seed=0) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`bootstrap_ci` of each array in ``arrays`` (one scipy call per distinct number of finite values).
+
+    ``scipy.stats.bootstrap`` draws one matrix of resampling indices per call
+    and applies it to every row of a 2-D input, so the rows of one call get the
+    interval each would get from its own call with the same seed (tested): a
+    key's interval does not depend on the other keys.  Returns (low, high) arrays.
+    """
     _check_alpha(level, "level")
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return math.nan, math.nan
-    ci = stats.bootstrap((x,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                         vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
-    return float(ci.low), float(ci.high)
+    xs = [np.asarray(a, dtype=float) for a in arrays]
+    xs = [x[np.isfinite(x)] for x in xs]
+    lo, hi = np.full(len(xs), np.nan), np.full(len(xs), np.nan)
+    by_len = {}
+    for i, x in enumerate(xs):
+        if x.size >= 2:
+            by_len.setdefault(x.size, []).append(i)
+    for idx in by_len.values():
+        ci = stats.bootstrap((np.stack([xs[i] for i in idx]),), np.mean, confidence_level=level, axis=-1,
+                             n_resamples=n_resamples, method="percentile", vectorized=True,
+                             rng=np.random.default_rng(seed)).confidence_interval
+        lo[idx], hi[idx] = ci.low, ci.high
+    return lo, hi
 
 
 def signed_rank(d, alternative: str = "two-sided") -> Tuple[np.ndarray, np.ndarray]:
@@ -123,15 +137,16 @@ def signed_rank(d, alternative: str = "two-sided") -> Tuple[np.ndarray, np.ndarr
     for method in ("exact", "permutation", "asymptotic"):
         rows = (choice == method) & ~all_zero
         if rows.any():
-            test = _sign_flip_test if method == "permutation" else stats.wilcoxon
-            kw = {} if method == "permutation" else {"method": method}
-            r = test(d[rows], axis=1, alternative=alternative, **kw)
-            stat[rows], p[rows] = r.statistic, r.pvalue
+            if method == "permutation":
+                stat[rows], p[rows] = _sign_flip_test(d[rows], alternative)
+            else:
+                r = stats.wilcoxon(d[rows], axis=1, alternative=alternative, method=method)
+                stat[rows], p[rows] = r.statistic, r.pvalue
     return stat, p
 
 
-def _sign_flip_test(d: np.ndarray, axis: int, alternative: str):
-    """What ``scipy.stats.wilcoxon(d, axis=1, method=PermutationMethod())`` computes, vectorised over rows.
+def _sign_flip_test(d: np.ndarray, alternative: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(statistic, p) as ``scipy.stats.wilcoxon(d, axis=1, method=PermutationMethod())``, vectorised over rows.
 
     scipy's permutation path calls ``scipy.stats.permutation_test`` on the
     signed-rank statistic R+ one sign pattern at a time; here the same test
@@ -140,7 +155,6 @@ def _sign_flip_test(d: np.ndarray, axis: int, alternative: str):
     ``|d|`` do not change under sign flips, so ``R+ = sum(rank * (d > 0))`` with
     the ranks (zeros dropped, ties averaged) computed once.
     """
-    assert axis == 1
     nz = d != 0
     # rank the non-zero |d| among themselves: zeros become -1, rank lowest, and are shifted out
     rank = stats.rankdata(np.where(nz, np.abs(d), -1.0), axis=1) - (~nz).sum(axis=1, keepdims=True)
@@ -150,7 +164,7 @@ def _sign_flip_test(d: np.ndarray, axis: int, alternative: str):
                                  batch=512)
     r_plus = np.sum(rank * (d > 0), axis=1)
     statistic = np.minimum(r_plus, rank.sum(axis=1) - r_plus) if alternative == "two-sided" else r_plus
-    return _Result(statistic, res.pvalue)
+    return statistic, res.pvalue
 
 
 def holm(p) -> np.ndarray:
@@ -191,32 +205,37 @@ def _values(df: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
-def _hib(g: pd.DataFrame) -> bool:
-    """The family's direction: its first non-missing ``higher_is_better`` (True when there is none)."""
-    h = g["higher_is_better"].dropna()
-    return bool(h.iloc[0]) if len(h) else True
+def _direction(higher_is_better) -> bool:
+    """A family's direction: its first non-missing ``higher_is_better`` value (True when there is none)."""
+    h = [x for x in higher_is_better if x is not None and not pd.isna(x)]
+    return bool(h[0]) if h else True
 
 
 def _families(df: pd.DataFrame) -> Iterator[tuple]:
-    """Per family: (key dict, higher_is_better, arms, samples, V, P).
+    """Per family, in order of appearance: (key dict, higher_is_better, arms, samples, V, P).
 
-    ``arms`` in order of appearance (also arms with only an aggregate row);
-    ``V[i, j]`` the per-sample value of sample i under arm j (NaN when undefined
-    or absent) and ``P[i, j]`` whether the row exists.
+    ``arms``: the family's (method, params) in order of appearance (also arms
+    with only an aggregate row); ``V[i, j]``: the per-sample value of sample i
+    under arm j (NaN when undefined or absent); ``P[i, j]``: whether that row
+    exists.
     """
-    for key, g in _values(df).groupby(FAMILY, sort=False, dropna=False):
-        arms = list(dict.fromkeys(zip(g["method"], g["params"])))
-        per = g[g["sample_id"] != AGGREGATE]
-        samples = pd.unique(per["sample_id"])
-        col = {a: j for j, a in enumerate(arms)}
-        i = pd.Index(samples).get_indexer(per["sample_id"])
-        j = np.array([col[a] for a in zip(per["method"], per["params"])], dtype=int)
+    d = _values(df)
+    arm_code, arm_names = pd.factorize(d["method"].astype(str) + "\x1f" + d["params"])
+    arm_names = [tuple(a.split("\x1f", 1)) for a in arm_names]
+    sample = d["sample_id"].to_numpy(dtype=object)
+    value = d["value"].to_numpy(dtype=float)
+    hib = d["higher_is_better"].to_numpy(dtype=object)
+    groups = d.groupby(FAMILY, sort=False, dropna=False).indices
+    for key, idx in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        a, arms = pd.factorize(arm_code[idx])
+        per = sample[idx] != AGGREGATE
+        s, samples = pd.factorize(sample[idx][per])
         V, P = np.full((len(samples), len(arms)), np.nan), np.zeros((len(samples), len(arms)), dtype=bool)
-        V[i, j], P[i, j] = per["value"].to_numpy(dtype=float), True
-        if P.sum() < len(per):
+        V[s, a[per]], P[s, a[per]] = value[idx][per], True
+        if P.sum() < per.sum():
             warnings.warn(f"{dict(zip(FAMILY, key))}: several rows for one (sample, method, params); "
                           f"the last value is used in the tests", stacklevel=3)
-        yield dict(zip(FAMILY, key)), _hib(g), arms, samples, V, P
+        yield dict(zip(FAMILY, key)), _direction(hib[idx]), [arm_names[c] for c in arms], samples, V, P
 
 
 def _fmt_p(p: float) -> str:
@@ -236,10 +255,11 @@ def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     * ``gt_inverted``: ``control_gt`` must be significantly better than ``control_gt_inverted``;
     * ``constant_random``: ``control_constant`` must *not* be significantly better than ``control_random``.
 
-    These are the randomisation sanity checks of Adebayo et al. 2018 ("Sanity
-    checks for saliency maps") turned on the metric: a metric that cannot tell
-    the true mask from noise or from its inverse, or that rewards an
-    uninformative constant map, does not measure explanation quality.
+    The checks follow the idea of sanity checks with known answers (Adebayo et
+    al. 2018, "Sanity checks for saliency maps"; Tomsett et al. 2020, "Sanity
+    checks for saliency metrics"): a metric that cannot tell the true mask from
+    noise or from its inverse, or that rewards an uninformative constant map,
+    does not measure explanation quality on that benchmark.
 
     ``verdict``: ``invalid`` when a check that could be run failed; ``valid``
     when all three ran and passed; otherwise ``untestable`` (a control is
@@ -264,6 +284,8 @@ def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         outcomes, reasons = [], []
         if key["metric"] in COST_METRICS:
             outcomes, reasons = ["na"], ["a cost metric: it measures the method, not the explanation"]
+        elif key["metric"] in DESCRIPTIVE_METRICS:
+            outcomes, reasons = ["na"], ["descriptive: it describes the map, it does not score it"]
         elif len(samples) == 0:
             outcomes, reasons = ["na"], ["only a dataset-level aggregate value: no per-sample values to pair"]
         else:
@@ -273,10 +295,10 @@ def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 wa, wb = _WORD[a], _WORD[b]
                 missing = [c for c in (a, b) if len(cols_of[c]) != 1]
                 if missing:
-                    c = missing[0]
                     outcomes.append("na")
-                    reasons.append(f"{c} has {len(cols_of[c])} parameter settings; the check needs one" if cols_of[c]
-                                   else f"no {c} rows" + (" (no ground truth?)" if c.startswith("control_gt") else ""))
+                    reasons += [f"{c} has {len(cols_of[c])} parameter settings; the check needs one" if cols_of[c]
+                                else f"no {c} rows" + (" (no ground truth?)" if c.startswith("control_gt") else "")
+                                for c in missing]
                     continue
                 ja, jb = cols_of[a][0], cols_of[b][0]
                 both = P[:, ja] & P[:, jb]
@@ -293,12 +315,17 @@ def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 row[f"p_{name}"] = p
                 wins = p < alpha
                 outcomes.append("pass" if wins == must_win else "fail")
-                reasons.append(f"{wa} {'better' if wins else 'not better'} than {wb} ({_fmt_p(p)})")
+                text = f"{wa} {'better' if wins else 'not better'} than {wb} ({_fmt_p(p)})"
+                reasons.append(text if wins == must_win else "FAILS: " + text)
             row["n_undefined"] = int(undefined.sum())
         verdict = ("invalid" if "fail" in outcomes else
                    "valid" if outcomes == ["pass"] * len(VALIDITY_TESTS) else "untestable")
-        out.append(dict(row, verdict=verdict, reason="; ".join(dict.fromkeys(reasons))))
-    return pd.DataFrame(out, columns=cols)
+        reasons = sorted(dict.fromkeys(reasons), key=lambda r: not r.startswith("FAILS"))  # failures first
+        out.append(dict(row, verdict=verdict, reason="; ".join(reasons)))
+    out = pd.DataFrame(out, columns=cols)
+    for name, *_ in VALIDITY_TESTS:  # counts stay integers where a check could not run
+        out[f"n_{name}"] = out[f"n_{name}"].astype("Int64")
+    return out
 
 
 # --------------------------------------------------------------------------- pairwise comparisons
@@ -317,7 +344,7 @@ def comparisons(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     _check_alpha(alpha)
     cols = FAMILY + ["higher_is_better", "method_a", "params_a", "method_b", "params_b", "n", "n_undefined",
                      "mean_diff", "statistic", "p", "p_holm", "significant"]
-    frames = []
+    parts = []
     for key, hib, arms, samples, V, P in _families(df):
         if len(arms) < 2:
             continue
@@ -337,12 +364,12 @@ def comparisons(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         with np.errstate(invalid="ignore"):
             mean_diff = np.where(M, D, 0).sum(axis=0) / np.where(n > 0, n, np.nan)
         p_holm = holm(p)
-        frames.append(pd.DataFrame(dict(
+        parts.append(dict(
             key, higher_is_better=hib, method_a=[arms[i][0] for i in ia], params_a=[arms[i][1] for i in ia],
             method_b=[arms[i][0] for i in ib], params_b=[arms[i][1] for i in ib], n=n,
             n_undefined=((P[:, ia] & P[:, ib]) & ~M).sum(axis=0), mean_diff=mean_diff, statistic=stat, p=p,
-            p_holm=p_holm, significant=p_holm < alpha)))
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+            p_holm=p_holm, significant=p_holm < alpha))
+    return _stack(parts, cols)
 
 
 # --------------------------------------------------------------------------- ranking
@@ -364,7 +391,7 @@ def ranking(df: pd.DataFrame) -> pd.DataFrame:
     """
     cols = FAMILY + ["higher_is_better", "method", "params", "kind", "mean_rank", "n_samples", "n_arms",
                      "friedman_statistic", "friedman_p", "note"]
-    frames = []
+    parts = []
     for key, hib, arms, samples, V, P in _families(df):
         finite = np.isfinite(V)
         use = finite.any(axis=0)
@@ -395,17 +422,28 @@ def ranking(df: pd.DataFrame) -> pd.DataFrame:
                 if X.shape[0] <= 10 or X.shape[1] <= 6:
                     why = _join(why, "Friedman p from the chi-square approximation (scipy: reliable for "
                                      "n > 10 samples and > 6 arms)")
-        f = pd.DataFrame(dict(
-            key, higher_is_better=hib, method=[a[0] for a in arms], params=[a[1] for a in arms],
-            kind=["control" if is_control(a[0]) else "method" for a in arms], mean_rank=mean_rank,
+        order = np.argsort(mean_rank, kind="stable")  # NaN last
+        parts.append(dict(
+            key, higher_is_better=hib, method=[arms[j][0] for j in order], params=[arms[j][1] for j in order],
+            kind=["control" if is_control(arms[j][0]) else "method" for j in order], mean_rank=mean_rank[order],
             n_samples=int(X.shape[0]), n_arms=int(use.sum()), friedman_statistic=float(stat),
-            friedman_p=float(pval), note=[_join(why, n) for n in notes]))
-        frames.append(f.sort_values("mean_rank", kind="stable", na_position="last"))
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+            friedman_p=float(pval), note=[_join(why, notes[j]) for j in order]))
+    return _stack(parts, cols)
 
 
 def _join(a: str, b: str) -> str:
     return "; ".join(x for x in (a, b) if x)
+
+
+def _stack(parts: list, cols: list) -> pd.DataFrame:
+    """One frame from per-family dicts whose values are scalars (repeated) or equal-length sequences."""
+    data = {c: [] for c in cols}
+    for p in parts:
+        n = max(len(v) for v in p.values() if isinstance(v, (list, np.ndarray)))
+        for c in cols:
+            v = p[c]
+            data[c].extend(v if isinstance(v, (list, np.ndarray)) else [v] * n)
+    return pd.DataFrame(data, columns=cols)
 
 
 # --------------------------------------------------------------------------- best / tied
@@ -419,26 +457,27 @@ def mark_best(summary: pd.DataFrame, comparisons: pd.DataFrame, alpha: float = 0
     reference points and never marked; an arm without a comparison (e.g. a
     metric with only a dataset-level aggregate) is not marked tied.
     """
-    out = pd.Series("", index=summary.index, dtype=object)
-    if summary.empty:
-        return out
-    s = summary.assign(params=summary["params"].where(summary["params"].notna(), "").astype(str))
+    out = np.full(len(summary), "", dtype=object)
+    method = summary["method"].astype(str).to_numpy(dtype=object)
+    params = summary["params"].where(summary["params"].notna(), "").astype(str).to_numpy(dtype=object)
+    family = list(zip(*(summary[c].astype(str) for c in FAMILY)))
+    mean = pd.to_numeric(summary["mean"], errors="coerce").to_numpy(dtype=float)
+    hib = summary["higher_is_better"].to_numpy(dtype=object)
     p_of = {}
-    for r in comparisons.itertuples(index=False):
-        fam = tuple(str(getattr(r, c)) for c in FAMILY)
-        a, b = (r.method_a, str(r.params_a)), (r.method_b, str(r.params_b))
-        p_of[fam + a + b] = p_of[fam + b + a] = r.p_holm
-    mean = pd.to_numeric(s["mean"], errors="coerce")
-    cand = s[~s["method"].map(is_control) & np.isfinite(mean)]
-    for fam, b in cand.groupby(FAMILY, sort=False, dropna=False):
-        fam = tuple(str(x) for x in fam)
-        m = mean[b.index]
-        top = m.max() if _hib(b) else m.min()
-        best = b.index[m == top]
-        out[best] = "best"
-        best_arms = [(s.at[i, "method"], s.at[i, "params"]) for i in best]
-        for i in b.index.difference(best):
-            arm = (s.at[i, "method"], s.at[i, "params"])
-            if any(p_of.get(fam + arm + ba, np.nan) >= alpha for ba in best_arms):
+    c = comparisons
+    for *fam, ma, pa, mb, pb, p in zip(*(c[k].astype(str) for k in FAMILY), c["method_a"], c["params_a"].astype(str),
+                                       c["method_b"], c["params_b"].astype(str), c["p_holm"]):
+        p_of[(*fam, ma, pa, mb, pb)] = p_of[(*fam, mb, pb, ma, pa)] = p
+    members = {}
+    for i in range(len(summary)):
+        if not is_control(method[i]) and np.isfinite(mean[i]):
+            members.setdefault(family[i], []).append(i)
+    for fam, idx in members.items():
+        top = max(mean[idx]) if _direction(hib[idx]) else min(mean[idx])
+        best = [i for i in idx if mean[i] == top]
+        for i in idx:
+            if i in best:
+                out[i] = "best"
+            elif any(p_of.get((*fam, method[i], params[i], method[j], params[j]), np.nan) >= alpha for j in best):
                 out[i] = "tied"
-    return out
+    return pd.Series(out, index=summary.index, dtype=object)

@@ -92,8 +92,8 @@ def variant_labels(summary: pd.DataFrame, short_len: int = 48) -> Tuple[pd.Serie
         rows = summary["method"].astype(str) == method
         variants = list(pd.unique(key[rows]))
         dicts = [parse_params(params[rows & (key == v)].iloc[0]) for v in variants]
-        differing = sorted({k for d in dicts for k in d if any(d.get(k, None) != e.get(k, None) for e in dicts)},
-                           key=lambda k: next(i for i, d in enumerate(dicts) for kk in d if kk == k))
+        keys = list(dict.fromkeys(k for d in dicts for k in d))  # in order of first appearance
+        differing = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) > 1]
         for i, (v, d) in enumerate(zip(variants, dicts)):
             label = method if len(variants) == 1 else f"{method}#{i + 1}"
             labels[rows & (key == v)] = label
@@ -106,21 +106,25 @@ def variant_labels(summary: pd.DataFrame, short_len: int = 48) -> Tuple[pd.Serie
 
 
 def decimals(values) -> int:
-    """Decimals giving three significant digits to the column's largest magnitude, at least 3 below 10."""
+    """Decimals for one column: 0 when every value is a whole number, else three significant digits of the
+    median non-zero magnitude (at most 5), and at least 3 when the column stays below 10."""
     v = np.abs(np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float))
-    if v.size == 0 or v.max() == 0:
+    if v.size == 0:
         return 3
-    d = int(np.clip(2 - math.floor(math.log10(v.max())), 0, 5))
+    if np.all(v == np.round(v)):
+        return 0
+    d = int(np.clip(2 - math.floor(math.log10(np.median(v[v > 0]))), 0, 5))
     return max(d, 3) if v.max() < 10 else d
 
 
 def format_cell(mean, std=np.nan, lo=np.nan, hi=np.nan, d: int = 3) -> str:
-    """``mean [lo,hi]`` (interval one decimal shorter) when both bounds are finite, else ``mean ± std``, else ``mean``."""
+    """``mean [lo,hi]`` when both bounds are finite, else ``mean ± std``, else ``mean``; ``d`` decimals, the
+    interval one fewer unless that would hide its width (narrower than one unit of the shorter last digit)."""
     f = lambda x: x is not None and not pd.isna(x) and np.isfinite(float(x))  # noqa: E731
     if not f(mean):
         return "n/a"
     if f(lo) and f(hi):
-        e = max(d - 1, 0)
+        e = max(d - 1, 0) if hi - lo >= 10.0 ** -(d - 1) or hi == lo else d
         return f"{mean:.{d}f} [{lo:.{e}f},{hi:.{e}f}]"
     if f(std):
         return f"{mean:.{d}f} ± {std:.{d}f}"
@@ -148,7 +152,8 @@ def invalid_metrics(summary: pd.DataFrame, validity: Optional[pd.DataFrame] = No
     if validity is not None and len(validity) and {"dataset", "model", "metric", "verdict"} <= set(validity.columns):
         for _, r in validity[validity["verdict"].map(_invalid_verdict)].iterrows():
             why = r.get("reason", "")
-            reasons[(r.get("experiment", None), r["dataset"], r["model"], r["metric"])] = "" if pd.isna(why) else str(why)
+            key = (r.get("experiment", None), r["dataset"], r["model"], r["metric"])
+            reasons[key] = "" if pd.isna(why) else str(why)
     bad = summary["valid"].map(_invalid_verdict) if "valid" in summary else pd.Series(False, index=summary.index)
     out: Dict[tuple, str] = {}
     for combo, rows in summary.groupby(BENCH + ["metric"], sort=False, dropna=False):
@@ -162,7 +167,7 @@ def best_marks(block: pd.DataFrame) -> pd.Series:
     """``best`` / ``tied`` / '' per row of one benchmark x metric: the ``best`` column when present, else the
     best finite mean among the non-control rows (all rows equal to it)."""
     if "best" in block:
-        return block["best"].fillna("").astype(str)
+        return block["best"].map(lambda v: "" if pd.isna(v) else str(v))
     out = pd.Series("", index=block.index, dtype=object)
     cand = block[~is_control(block) & np.isfinite(pd.to_numeric(block["mean"], errors="coerce"))]
     if len(cand):
@@ -231,6 +236,12 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
             marks = best_marks(mb)
             cells = {r["_label"]: (format_cell(r["mean"], r["std"], r["ci_low"], r["ci_high"], d),
                                    marks[i]) for i, r in mb.iterrows()}
+            # means right-aligned, intervals left-aligned after them, so that both line up down the column
+            split = {k: (t.split(" ", 1) + [""])[:2] for k, (t, _) in cells.items()}
+            mw = max(len(a) for a, _ in split.values())
+            rw = max(len(b) for _, b in split.values())
+            cells = {k: (split[k][0].rjust(mw) + (" " + split[k][1].ljust(rw) if rw else ""), mark)
+                     for k, (_, mark) in cells.items()}
             hib = mb["higher_is_better"].dropna()
             arrow = "" if hib.empty else (" ↑" if bool(hib.iloc[0]) else " ↓")
             bad = tuple(bench) + (m,) in invalid
@@ -291,7 +302,8 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
     out.append(textwrap.fill(
         ("cells: mean [confidence interval]" if has_ci else "cells: mean ± std") +
         "; * best in column" + ("; ~ not significantly different from the best" if "best" in s else "") +
-        "; ↑/↓ higher/lower is better" + ("; ✗ metric judged invalid on the benchmark" if invalid else ""), width))
+        "; ↑/↓ higher/lower is better" + ("; ✗ metric judged invalid on the benchmark" if invalid else ""),
+        width))
     if legend:
         out.append("parameters:")
         lw = min(max(len(k) for k in legend), 28)

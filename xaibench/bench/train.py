@@ -1,15 +1,19 @@
 """``xaibench-train``: train one of the project's small models on a synthetic benchmark.
 
-    xaibench-train model=timesformer_synth
-    xaibench-train model=vit_synth train.steps=3000 seed=1
+    xaibench-train model=timesformer_synth                 # -> outputs/train/timesformer_synth/
+    xaibench-train model=vit_synth train.steps=3000 seed=1 out=my_models/
+    xaibench-train model=vit_synth ship=true               # replace the weights shipped in the package
 
 The recipe (architecture builder and size, dataset, steps, batch size,
 learning rate) is the ``train`` section of ``conf/model/<model>.yaml``.  Training
 is deterministic from ``seed``: data order, initialisation and dropout all draw
 from seeded generators, and torch runs with deterministic algorithms.  The
 weights are written as safetensors with a JSON sidecar (builder, config,
-preprocessing, labels, training record) into the package
-(``xaibench/models/weights``) and a row is appended to ``results/models.csv``.
+preprocessing, labels, training record) and a ``models.csv`` row into the
+output folder ``out`` (default ``outputs/train/<model>``); use the result with
+``xaibench model=trained model.path=<out>/<model>.safetensors``.  Only
+``ship=true`` writes into the package (``xaibench/models/weights``) and the
+repository's ``results/models.csv``, replacing the shipped model.
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .. import datasets as D
 from .. import models as M
 from ..errors import UserError
 from .provenance import git_revision
-from .config import CONF_DIR, load_component, user_errors
+from .config import CONF_DIR, load, options, user_errors
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -55,13 +58,15 @@ def accuracy(adapter, ds, batch_size=64):
 
 
 def train(model_name: str, *, seed: int = 0, steps: int | None = None, out_dir: Path | None = None,
-          results_csv: Path | None = None, overrides: dict | None = None) -> dict:
-    cfg = load_component("model", model_name)
+          results_csv: Path | bool | None = None, overrides: dict | None = None) -> dict:
+    """Train ``model_name``'s recipe; write ``<out_dir>/<model>.safetensors`` + ``.json`` and a row of
+    ``results_csv`` (default ``<out_dir>/models.csv``; ``False``: none).  ``out_dir`` defaults to
+    ``outputs/train/<model>``."""
+    cfg = load("model", model_name)
     if "train" not in cfg:
         raise UserError(f"conf/model/{model_name}.yaml has no `train` recipe; trainable models: "
-                        + ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")
-                                           if "train" in OmegaConf.load(p))))
-    rec = OmegaConf.to_container(cfg.train, resolve=True)
+                        + ", ".join(n for n in options("model") if "train" in load("model", n)))
+    rec = dict(cfg["train"])
     rec.update(overrides or {})
     if steps is not None:
         rec["steps"] = int(steps)
@@ -103,7 +108,7 @@ def train(model_name: str, *, seed: int = 0, steps: int | None = None, out_dir: 
         p.requires_grad_(False)
     val_acc, test_acc = accuracy(adapter, val_ds), accuracy(adapter, test_ds)
 
-    out_dir = Path(out_dir or M.WEIGHTS_DIR)
+    out_dir = Path(out_dir or Path("outputs") / "train" / model_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
@@ -124,7 +129,7 @@ def train(model_name: str, *, seed: int = 0, steps: int | None = None, out_dir: 
     if results_csv is not False:
         import pandas as pd
 
-        path = Path(results_csv or (CONF_DIR.parent / "results" / "models.csv"))
+        path = Path(results_csv) if results_csv not in (None, True) else out_dir / "models.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         df = pd.read_csv(path) if path.exists() else pd.DataFrame()
         if len(df):
@@ -141,17 +146,27 @@ def main():
     bad = [a for a in sys.argv[1:] if "=" not in a]
     with user_errors():
         if bad or "model" not in args:
-            raise UserError("usage: xaibench-train model=<name> [seed=N] [train.steps=N]; trainable models are "
-                            "those with a `train` section in conf/model/*.yaml")
-        unknown = set(args) - {"model", "seed", "train.steps"}
+            raise UserError("usage: xaibench-train model=<name> [seed=N] [train.steps=N] [out=DIR] [ship=true]; "
+                            "trainable models are those with a `train` section in conf/model/*.yaml")
+        unknown = set(args) - {"model", "seed", "train.steps", "out", "ship"}
         if unknown:
-            raise UserError(f"unknown options: {', '.join(sorted(unknown))}; valid: model, seed, train.steps")
+            raise UserError(f"unknown options: {', '.join(sorted(unknown))}; valid: model, seed, train.steps, out, "
+                            f"ship")
         try:
             seed = int(args.get("seed", 0))
             steps = int(args["train.steps"]) if "train.steps" in args else None
         except ValueError:
             raise UserError("seed and train.steps must be integers") from None
-        train(args["model"], seed=seed, steps=steps)
+        ship = args.get("ship", "false").lower()
+        if ship not in ("true", "false"):
+            raise UserError(f"ship={args['ship']!r} must be true or false")
+        if ship == "true":
+            if "out" in args:
+                raise UserError("give either out=DIR or ship=true (which writes into the package)")
+            train(args["model"], seed=seed, steps=steps, out_dir=M.WEIGHTS_DIR,
+                  results_csv=CONF_DIR.parent / "results" / "models.csv")
+        else:
+            train(args["model"], seed=seed, steps=steps, out_dir=Path(args["out"]) if "out" in args else None)
 
 
 if __name__ == "__main__":

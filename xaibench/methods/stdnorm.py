@@ -40,21 +40,43 @@ Readout and token layouts as in :mod:`xaibench.methods.chefer` (see
   and std-weighted on its own (temporal: ``sigma`` of ``temporal_layernorm``
   per (patch, frame); spatial: ``sigma`` of ``layernorm_before`` per (frame,
   token), the CLS copy's own std in each frame); ``layers`` counts whole layers.
+
+``base`` (which relevance the matrices are built from):
+
+* ``generic`` (default): the rule above, on ``grad_A * A`` (Chefer et al., ICCV 2021, the generic rule);
+* ``transformer_attribution``: ``A`` replaced by its LRP relevance ``R_A`` of Transformer Attribution
+  (Chefer, Gur & Wolf, CVPR 2021; :mod:`xaibench.methods.transformer_attribution`), i.e.::
+
+      W_l = mean_h( (grad_A_l * R_A_l).clamp(min=0) ) diag(s_l)
+
+  and the rest unchanged (sum normalisation, ``R <- R + Atil_l R``, readout) -- the paper's own
+  pairing of the std term with Transformer Attribution.  Only for models
+  :mod:`xaibench.models.blocks` describes (ViT, DeiT); others raise ``NotApplicable``.  Cost: one more
+  re-run and relevance pass of the blocks (float64, not counted as model passes).  ``params()`` lists
+  ``base`` only when it is not ``generic``, so existing results keep their parameter key.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import NotApplicable
+from ..errors import NotApplicable, UserError
+from ..models.blocks import require_stack
 from . import METHODS
-from ._relevance import PropagationMethod, chefer_block, embedded_sum, scale_columns
-from .base import Method
+from ._relevance import PropagationMethod, chefer_block, embedded_sum, propagate, scale_columns
+from .base import Method, from_token_map
+from .transformer_attribution import attention_relevance, capture_request, ta_block
+
+BASES = ("generic", "transformer_attribution")
 
 
-def stdnorm_block(rec, use_std: bool) -> torch.Tensor:
-    """``Atil_l`` in the record's block layout, for every sample of the batch."""
-    w = chefer_block(rec)
+def stdnorm_block(rec, use_std: bool, weighted=None) -> torch.Tensor:
+    """``Atil_l`` in the record's block layout, for every sample of the batch.
+
+    ``weighted``: the head-mean gradient-weighted matrix to start from (``base=transformer_attribution``);
+    ``None``: ``mean_h((grad_A * A).clamp(min=0))``.
+    """
+    w = chefer_block(rec) if weighted is None else weighted
     if use_std:
         if rec.ln_std is None:
             raise NotApplicable(f"attention {rec.name} has no layer norm statistics (no layer norm before it)")
@@ -74,13 +96,36 @@ class StdNorm(PropagationMethod, Method):
     cls_self = 0.0
     cls_rows = "sum"
 
-    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear"):
+    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear", base: str = "generic"):
         super().__init__(layers, upsample)
+        if base not in BASES:
+            raise UserError(f"method.base={base!r} is not valid; choose one of {', '.join(BASES)}")
         self.use_std = bool(use_std)
         self.ln_stats = self.use_std
+        self.base = base
 
     def params(self):
-        return {"layers": self.layers, "use_std": self.use_std}
+        p = {"layers": self.layers, "use_std": self.use_std}
+        if self.base != "generic":
+            p["base"] = self.base
+        return p
+
+    def check(self, adapter):
+        if self.base == "transformer_attribution":
+            require_stack(adapter)
 
     def block(self, rec):
         return stdnorm_block(rec, self.use_std)
+
+    def trace_request(self, adapter):
+        req = super().trace_request(adapter)
+        return req if self.base == "generic" else capture_request(adapter, req)
+
+    def explain_trace(self, adapter, trace):
+        if self.base == "generic":
+            return super().explain_trace(adapter, trace)
+        recs, rel = attention_relevance(adapter, trace, self.layers)
+        blocks = [stdnorm_block(r, self.use_std, ta_block(r, ra)) for r, ra in zip(recs, rel)]
+        maps = propagate(adapter.layout, recs, blocks, residual=self.residual, pool=self.pool,
+                         cls_self=self.cls_self, cls_rows=self.cls_rows)
+        return [from_token_map(m, adapter.image_size, adapter.layout.tubelet, mode=self.upsample) for m in maps]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +55,10 @@ class EvalContext:
     timing: Dict[str, float] = field(default_factory=dict)  # explain_s etc. filled by the harness
     counters: Dict[str, float] = field(default_factory=dict)  # passes etc. filled by the harness
     shared_seed: Tuple[int, ...] = (0,)  # (run seed, sample) -- the same for every method of a sample
+    #: the same method on the same sample and target with another adapter (the randomisation test)
+    reexplain: Optional[Callable] = None
+    #: ``randomised(k, seed)``: a cached copy of the adapter with its head and top k blocks re-initialised
+    randomised: Optional[Callable] = None
 
     def shared_rng(self, tag: str) -> np.random.Generator:
         """A generator seeded by the run seed, the sample and ``tag`` only: every method of a sample gets

@@ -36,6 +36,7 @@ from .perturbation import PerturbationMetric
 class _Curve(PerturbationMetric):
     default_output = "prob"
     insertion = False
+    least_first = False  # remove the least relevant features first (LeRF) instead of the most (MoRF)
 
     def __init__(self, n_steps: int = 20, **kw):
         super().__init__(**kw)
@@ -47,7 +48,7 @@ class _Curve(PerturbationMetric):
     def curves(self, ctx):
         """(x, [y per order]): fraction of features acted on and the target output, n + 1 points each."""
         ids = self.ids(ctx)
-        orders = self.orders(ctx, ids)
+        orders = self.orders(ctx, ids, ascending=self.least_first)
         F = orders[0].numel()
         n = min(self.n_steps, F)
         k = [(i * F) // n for i in range(n + 1)]
@@ -88,3 +89,40 @@ class InsertionAUC(_Curve):
     name = "insertion_auc"
     outputs = {"insertion_auc": True}
     insertion = True
+
+
+@METRICS.register("srg")
+class SymmetricRelevanceGain(_Curve):
+    """Symmetric relevance gain (Blücher, Vielhaben & Strodthoff, "Decoupling Pixel Flipping and Occlusion
+    Strategy for Consistent XAI Benchmarks", 2024): the area between the least-relevant-first (LeRF) and the
+    most-relevant-first (MoRF) deletion curves; higher is better.
+
+    Both curves remove features to the baseline, cumulatively, in ``n_steps`` steps (as ``deletion_auc``):
+    MoRF in decreasing attribution order, LeRF in increasing order.  With ``y`` the target probability::
+
+        srg = AUC(LeRF) - AUC(MoRF)          in [-1, 1]
+
+    A faithful explanation keeps the prediction while its least relevant
+    features go (high LeRF) and loses it as soon as its most relevant ones go
+    (low MoRF).  Taking the difference cancels what both curves share -- the
+    model's reaction to the occlusion itself (out-of-distribution baseline
+    inputs), which alone can make a bad map look good on a single curve -- so
+    the score is symmetric: a map and its reverse score ``srg`` and ``-srg``,
+    and an uninformative map (random or constant) scores 0 in expectation.
+    Reported beside it: ``morf_auc`` (lower is better; equal to ``deletion_auc``)
+    and ``lerf_auc`` (higher is better).  Ties as for every rank-based metric
+    (seeded random orders of tied features, averaged).  Cost: 2 ``n_steps``
+    forward passes per order.
+    """
+
+    name = "srg"
+    outputs = {"srg": True, "morf_auc": False, "lerf_auc": True}
+
+    def compute(self, ctx):
+        aucs = {}
+        for least_first in (False, True):
+            self.least_first = least_first
+            x, ys = self.curves(ctx)
+            aucs[least_first] = float(np.mean([np.trapezoid(y, x) for y in ys]))
+        self.least_first = False
+        return {"srg": aucs[True] - aucs[False], "morf_auc": aucs[False], "lerf_auc": aucs[True]}

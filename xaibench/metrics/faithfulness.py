@@ -45,9 +45,18 @@ from .perturbation import PerturbationMetric, target_output
 
 
 def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson / Spearman correlation (scipy); NaN when either side is constant (undefined)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    """Pearson / Spearman correlation (scipy) of attributions ``a`` and model effects ``b``.
+
+    The degenerate-map policy (docs/metrics.md): when ``a`` is constant (a constant
+    or all-zero map ranks nothing) the score is 0, no association -- the expectation
+    for an uninformative map, so it is neither rewarded nor dropped; when the model's
+    effects ``b`` are constant the correlation is undefined: NaN, counted in the
+    summary's ``n_undefined``.
+    """
+    if np.ptp(b) == 0:
         return float("nan")
+    if np.ptp(a) == 0:
+        return 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = stats.pearsonr(a, b)[0] if kind == "pearson" else stats.spearmanr(a, b)[0]
@@ -75,8 +84,8 @@ class FaithfulnessCorrelation(PerturbationMetric):
         ``s_r = sum_{f in S_r} a_f``   and   ``d_r = y0 - y(x_{S_r -> baseline})``.
 
     ``faithfulness_correlation = pearson(s, d)`` (``scipy.stats.pearsonr``), in
-    [-1, 1], higher is better; NaN if ``s`` or ``d`` is constant (e.g. a constant
-    attribution map), where the correlation is undefined.
+    [-1, 1], higher is better; 0 when ``s`` is constant (a constant or all-zero
+    map: no association), NaN when ``d`` is constant (undefined).
 
     Parameters: ``nr_runs`` (default 100, as Bhatt/Quantus), ``subset_size``
     (number of features, ``1 <= |S| < F``) or, if it is not given,
@@ -183,7 +192,8 @@ class MonotonicityCorrelation(_Ascending):
         ``att_j = sum_{f in C_j} a_f``.
 
     ``monotonicity_correlation = spearman(att, v)`` (``scipy.stats.spearmanr``,
-    average ranks for ties), higher is better; NaN if either side is constant.
+    average ranks for ties), higher is better; 0 when ``att`` is constant, NaN
+    when ``v`` is.
     ``y`` is the softmax probability by default (Quantus's ``softmax=True``).
     ``N = nr_samples`` (default 10; Quantus 100) only for the random ``uniform``
     baseline, each sample a fresh noise baseline shared by all chunks; a

@@ -18,7 +18,10 @@ reference code (docs/protocols.md, "ImageNet-segmentation"), applied to the attr
      (``sklearn.metrics.average_precision_score``) of the reference code's
      two-channel soft prediction ``[1 - N, N]`` against the one-hot mask
      ``[M = 0, M = 1]``, both flattened together (``get_ap_scores`` in Chefer et
-     al.'s code; NaN -> 0 as there);
+     al.'s code; NaN -> 0 as there).  A constant (degenerate) map normalises to
+     0/0 = NaN there, which becomes 0 in *both* channels, so every score ties and
+     its AP is the positive rate of the two-channel target, exactly 0.5; its
+     foreground prediction is empty (``NaN > NaN`` is false), as here;
    The foreground-only average precision of the soft map against the mask (the
    simpler reading of the protocol in docs/protocols.md) is the ``ap`` output of the
    ``localisation`` metric; it is not repeated here.
@@ -96,7 +99,10 @@ class Segmentation(Metric):
         norm = normalise(vol)
         c = counts(norm, mask)
         y2 = np.concatenate([~mask.reshape(-1), mask.reshape(-1)])
-        s2 = np.concatenate([1.0 - norm.reshape(-1), norm.reshape(-1)])
+        if vol.max() > vol.min():
+            s2 = np.concatenate([1.0 - norm.reshape(-1), norm.reshape(-1)])
+        else:  # as the reference code: min-max of a constant map is 0/0 = NaN, set to 0 in *both* channels
+            s2 = np.zeros(2 * norm.size)
         out = {**c, **self.reduce([c])}
         out["map"] = float(np.nan_to_num(_ap(y2, s2)))
         return out

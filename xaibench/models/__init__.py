@@ -88,15 +88,19 @@ def load_shipped(name: str, **overrides) -> ModelAdapter:
             f"trained and present: {', '.join(p.stem for p in sorted(WEIGHTS_DIR.glob('*.json'))) or 'none'}. "
             f"Train it with `xaibench-train model={name}`."
         )
+    return _from_files(weights, meta_path, name)
+
+
+def _from_files(weights: Path, meta_path: Path, name: str) -> ModelAdapter:
+    """An adapter from a safetensors file and the JSON sidecar xaibench-train writes (builder, config, labels)."""
     from safetensors.torch import load_file
 
     meta = json.loads(meta_path.read_text())
     adapter = build(meta["builder"], name=name, mean=meta.get("mean"), std=meta.get("std"), **meta["config"])
-    state = load_file(str(weights))
-    missing, unexpected = adapter.model.load_state_dict(state, strict=False)
+    missing, unexpected = adapter.model.load_state_dict(load_file(str(weights)), strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"shipped weights {weights} do not match the architecture: missing={missing[:5]}, "
-                           f"unexpected={unexpected[:5]}")
+        raise UserError(f"weights {weights} do not match the architecture of {meta_path.name}: "
+                        f"missing={missing[:5]}, unexpected={unexpected[:5]}")
     adapter.model.eval()
     adapter.labels = meta.get("labels", adapter.labels)
     adapter.meta = meta
@@ -105,6 +109,22 @@ def load_shipped(name: str, **overrides) -> ModelAdapter:
 
 for _n in shipped_names():
     MODELS.register(_n)(lambda _n=_n, **kw: load_shipped(_n, **kw))
+
+
+def load_trained(path: str = "") -> ModelAdapter:
+    """A model trained with ``xaibench-train`` into an output folder: ``path`` is its ``.safetensors`` file (the
+    JSON sidecar beside it names the architecture)."""
+    p = Path(str(path)).expanduser()
+    if not path or p.suffix != ".safetensors" or not p.is_file():
+        raise UserError(f"model.path={path!r} must be the .safetensors file written by xaibench-train (e.g. "
+                        f"outputs/train/vit_synth/vit_synth.safetensors)")
+    meta_path = p.with_suffix(".json")
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path} (the sidecar xaibench-train writes beside the weights) is missing")
+    return _from_files(p, meta_path, p.stem)
+
+
+MODELS.register("trained")(load_trained)
 
 
 def create(name: str, **kwargs) -> ModelAdapter:

@@ -335,6 +335,48 @@ class ModelAdapter:
 
         return describe_blocks(self)
 
+    def head_modules(self) -> List[nn.Module]:
+        """The classifier head(s): the model's top-level ``classifier`` / ``head`` / ``head_dist`` modules."""
+        return [m for n, m in self.model.named_children() if n in ("classifier", "head", "head_dist")]
+
+    def block_modules(self) -> List[nn.Module]:
+        """One module per transformer block, in forward order: for each attention layer, the ancestor of its
+        probabilities module that is an item of an ``nn.ModuleList`` (HF ``encoder.layer[i]``, timm
+        ``blocks[i]``, Swin ``layers[s].blocks[i]``)."""
+        parent = {c: m for m in self.model.modules() for c in m.children()}
+        blocks: Dict[int, nn.Module] = {}
+        for p in self.hook_points():
+            m = p.probs_module
+            while m in parent and not isinstance(parent[m], nn.ModuleList):
+                m = parent[m]
+            if m not in parent:
+                raise ValueError(f"{self.name}: no ModuleList block holds attention {p.name}")
+            blocks.setdefault(p.layer, m)
+        return [blocks[i] for i in sorted(blocks)]
+
+    def randomised(self, top_blocks: int, seed: int = 0) -> "ModelAdapter":
+        """A copy whose classifier head and last ``top_blocks`` blocks are re-initialised (seeded), for the
+        cascading model-parameter randomisation test (Adebayo et al., NeurIPS 2018).  The original is untouched."""
+        import copy
+
+        twin = copy.deepcopy(self)
+        blocks = twin.block_modules()
+        k = max(0, min(int(top_blocks), len(blocks)))
+        targets = twin.head_modules() + blocks[len(blocks) - k:]
+        if not twin.head_modules():
+            raise ValueError(f"{self.name}: no classifier head found (classifier / head / head_dist)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            for t in targets:
+                for m in t.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+        twin.model.eval()
+        for q in twin.model.parameters():
+            q.requires_grad_(False)
+        twin.cache = OutputCache()
+        return twin
+
     def attention_points(self) -> List[str]:
         """Names of the attention records a full :meth:`trace` yields, in forward order."""
         return [p.name for p in self.hook_points()]

@@ -23,19 +23,29 @@ Each adapter gets ``adapter.preprocess``: ``frames``, ``size`` (crop),
 ``resize`` (short side before the centre crop), ``interpolation``, ``mean``,
 ``std`` -- from the checkpoint's ``preprocessor_config.json`` (Hugging Face) or
 timm's data config (``resize = floor(size / crop_pct)``); the datasets read it
-through ``dataset.bind(adapter)``.  Eager attention is forced for Hugging Face
-ViT / Swin (:func:`~xaibench.models.hf.force_eager`); the timm adapters unfuse
+through ``dataset.bind(adapter)``.  ``mean`` / ``std`` are always for pixels
+``u`` in [0, 1]: a Hugging Face processor that maps 8-bit pixels ``v = 255 u`` to
+``(v * f - o - m) / s`` (``f`` = ``rescale_factor``, ``o`` = 1 if ``offset`` else 0,
+as ViViT's ``rescale_factor = 1/127.5, offset = True`` to [-1, 1]) gives
+``mean = (o + m) / (255 f)`` and ``std = s / (255 f)`` (ViViT's public processor:
+0.75 and 0.25).  Eager attention is forced for Hugging Face ViT / Swin / VideoMAE
+/ ViViT (:func:`~xaibench.models.hf.force_eager`); the timm adapters unfuse
 attention themselves.
 
 Registered model names:
 
 * ``pretrained_timesformer_k400``: HF ``facebook/timesformer-base-finetuned-k400``;
+* ``pretrained_videomae_k400``: HF ``MCG-NJU/videomae-base-finetuned-kinetics``
+  (16 frames, tubelets of 2, mean-pooled head);
+* ``pretrained_vivit_k400``: HF ``google/vivit-b-16x2-kinetics400`` (32 frames,
+  tubelets of 2, CLS head);
 * ``pretrained_vit_b16``: HF ``google/vit-base-patch16-224``;
 * ``pretrained_swin_t``: HF ``microsoft/swin-tiny-patch4-window7-224``;
 * ``pretrained_timm_vit_b16``: timm ``vit_base_patch16_224``;
 * ``pretrained_deit_s``: timm ``deit_small_patch16_224``;
 * ``pretrained_timm_swin_t``: timm ``swin_tiny_patch4_window7_224``;
-* ``hf_pretrained(path_or_id=...)``: any HF TimeSformer / ViT / Swin classifier;
+* ``hf_pretrained(path_or_id=...)``: any HF TimeSformer / VideoMAE / ViViT / ViT /
+  Swin classifier;
 * ``timm_pretrained(model_name=..., checkpoint=...)``: any timm ViT / DeiT / Swin
   (further keyword arguments go to ``timm.create_model``).
 
@@ -61,10 +71,14 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
                    "pytorch_model.bin.index.json")
 TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
-# preprocessing used when a checkpoint has no preprocessor_config.json
-# (values of the public image processors of the three Hugging Face checkpoints)
+# preprocessing used when a checkpoint has no preprocessor_config.json (the values of the public image
+# processors of the Hugging Face checkpoints: VideoMAE normalises with the ImageNet mean / std as the original
+# VideoMAE code; ViViT's VivitImageProcessor rescales 8-bit pixels by 1/127.5 with an offset of -1, to [-1, 1],
+# before normalising with 0.5 / 0.5)
 HF_DEFAULTS = {
     "timesformer": dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), crop=True),
+    "videomae": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=True),
+    "vivit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop=True, rescale_factor=1 / 127.5, offset=True),
     "vit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop=False),
     "swin": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=False),
 }
@@ -208,18 +222,24 @@ def resolve_timm(name: str, checkpoint=None, cache_dir=None) -> Path:
 
 
 # ----------------------------------------------------------- Hugging Face
+def _unit_pixel_stats(mean, std, factor: float, offset: bool):
+    """Processor normalisation of 8-bit pixels, ``(v * factor - offset - mean) / std`` with ``v = 255 u``, as
+    mean / std for pixels ``u`` in [0, 1]: ``((offset + mean) / (255 factor), std / (255 factor))``."""
+    k = 255.0 * factor
+    if math.isclose(k, 1.0) and not offset:  # the usual 1/255 rescale: nothing to convert
+        return tuple(mean), tuple(std)
+    return tuple((float(offset) + m) / k for m in mean), tuple(v / k for v in std)
+
+
 def _hf_preprocess(folder: Path, arch: str, image_size: int, frames: int) -> dict:
     d = HF_DEFAULTS[arch]
     pre = {"frames": frames, "size": image_size, "resize": image_size, "interpolation": "bilinear",
-           "mean": tuple(d["mean"]), "std": tuple(d["std"]), "source": "defaults"}
+           "source": "defaults"}
+    cfg = {}
     f = folder / "preprocessor_config.json"
     if f.exists():
         cfg = json.loads(f.read_text())
         pre["source"] = str(f)
-        if cfg.get("image_mean"):
-            pre["mean"] = tuple(float(v) for v in cfg["image_mean"])
-        if cfg.get("image_std"):
-            pre["std"] = tuple(float(v) for v in cfg["image_std"])
         size = cfg.get("size")
         crop = cfg.get("crop_size") if cfg.get("do_center_crop", d["crop"]) else None
         if isinstance(crop, dict):
@@ -232,6 +252,14 @@ def _hf_preprocess(folder: Path, arch: str, image_size: int, frames: int) -> dic
             pre["resize"] = size
         if cfg.get("resample") == 3:  # PIL.Image.BICUBIC
             pre["interpolation"] = "bicubic"
+    if cfg.get("do_normalize", True):
+        mean = tuple(float(v) for v in (cfg.get("image_mean") or d["mean"]))
+        std = tuple(float(v) for v in (cfg.get("image_std") or d["std"]))
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    factor = float(cfg.get("rescale_factor", d.get("rescale_factor", 1 / 255))) if cfg.get("do_rescale", True) \
+        else 1.0
+    pre["mean"], pre["std"] = _unit_pixel_stats(mean, std, factor, bool(cfg.get("offset", d.get("offset", False))))
     if pre["size"] != image_size:
         raise UserError(f"{folder}: the image processor crops to {pre['size']} px but the model expects "
                         f"{image_size} px; the checkpoint folder is inconsistent")
@@ -240,25 +268,29 @@ def _hf_preprocess(folder: Path, arch: str, image_size: int, frames: int) -> dic
 
 
 def hf_pretrained(path_or_id: str = "", cache_dir=None, adapter_name: Optional[str] = None) -> ModelAdapter:
-    """A Hugging Face TimeSformer / ViT / Swin image or video classifier from local files."""
+    """A Hugging Face TimeSformer / VideoMAE / ViViT / ViT / Swin image or video classifier from local files."""
     if not path_or_id:
         raise UserError("hf_pretrained needs path_or_id: a Hugging Face model id or a local checkpoint folder")
     folder = resolve_hf(str(path_or_id), cache_dir)
     from transformers import (AutoConfig, SwinForImageClassification, TimesformerForVideoClassification,
-                              ViTForImageClassification)
+                              VideoMAEForVideoClassification, VivitForVideoClassification, ViTForImageClassification)
 
     from .hf import HFSwinAdapter, HFTimesformerAdapter, HFViTAdapter, force_eager
+    from .hf_video import HFVideoMAEAdapter, HFVivitAdapter
 
     cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     kinds = {
-        "timesformer": ("timesformer", TimesformerForVideoClassification, HFTimesformerAdapter),
-        "vit": ("vit", ViTForImageClassification, HFViTAdapter),
-        "swin": ("swin", SwinForImageClassification, HFSwinAdapter),
+        "timesformer": (TimesformerForVideoClassification, HFTimesformerAdapter),
+        "videomae": (VideoMAEForVideoClassification, HFVideoMAEAdapter),
+        "vivit": (VivitForVideoClassification, HFVivitAdapter),
+        "vit": (ViTForImageClassification, HFViTAdapter),
+        "swin": (SwinForImageClassification, HFSwinAdapter),
     }
     if cfg.model_type not in kinds:
         raise UserError(f"{folder}: model_type {cfg.model_type!r} is not supported; supported: "
                         f"{', '.join(kinds)} (classification heads)")
-    arch, cls, adapter_cls = kinds[cfg.model_type]
+    arch = cfg.model_type
+    cls, adapter_cls = kinds[arch]
     kw = {} if arch == "timesformer" else {"attn_implementation": "eager"}
     try:
         model = cls.from_pretrained(str(folder), local_files_only=True, **kw)
@@ -266,7 +298,7 @@ def hf_pretrained(path_or_id: str = "", cache_dir=None, adapter_name: Optional[s
         raise UserError(f"could not load the weights in {folder}: {e}") from None
     if arch != "timesformer":
         force_eager(model)
-    frames = int(cfg.num_frames) if arch == "timesformer" else 1
+    frames = int(getattr(cfg, "num_frames", 1) or 1)
     pre = _hf_preprocess(folder, arch, int(cfg.image_size), frames)
     adapter = adapter_cls(model, name=adapter_name or str(path_or_id), mean=pre["mean"], std=pre["std"])
     adapter.preprocess = pre
@@ -355,6 +387,8 @@ def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_c
 # --------------------------------------------------------------- registry
 KNOWN_HF = {
     "pretrained_timesformer_k400": "facebook/timesformer-base-finetuned-k400",
+    "pretrained_videomae_k400": "MCG-NJU/videomae-base-finetuned-kinetics",
+    "pretrained_vivit_k400": "google/vivit-b-16x2-kinetics400",
     "pretrained_vit_b16": "google/vit-base-patch16-224",
     "pretrained_swin_t": "microsoft/swin-tiny-patch4-window7-224",
 }
