@@ -3,7 +3,7 @@
 Quantus perturbs every array element (channels included) and draws its random
 subsets from the global numpy RNG.  We compare on
 
-* single-channel inputs with pixel features: Quantus's subsets are replayed by
+* single-channel inputs with pixel features (``cell=1``): Quantus's subsets are replayed by
   re-seeding ``np.random`` and drawing the same ``np.random.choice`` sequence,
   then fed to :meth:`FaithfulnessCorrelation.score`;
 * three-channel inputs through a real (tiny, random-init) ViT adapter: our pixel
@@ -22,24 +22,21 @@ from torch import nn
 quantus = pytest.importorskip("quantus")
 
 from xaibench import models  # noqa: E402
-from xaibench.methods.base import Explanation  # noqa: E402
+from xaibench.explanation import Explanation  # noqa: E402
 from xaibench.metrics import create  # noqa: E402
 from xaibench.metrics.base import EvalContext  # noqa: E402
 
 TOL = 1e-6
 
 
-class TinyAdapter:
-    """The smallest adapter the perturbation metrics need: ``predict`` and ``patch_size``."""
+@pytest.fixture
+def conv_adapter(net_adapter):
+    """A one-channel conv net as a model adapter: (B, 1, 1, H, W) pixels -> net((B, 1, H, W))."""
 
-    patch_size = 4
+    def make(net, size):
+        return net_adapter(net, frames=1, size=size, channels=1, patch=4, view=lambda x: x[:, 0])
 
-    def __init__(self, net):
-        self.net = net.eval()
-
-    @torch.no_grad()
-    def predict(self, x, batch_size=32):
-        return torch.cat([self.net(x[i:i + batch_size, 0]) for i in range(0, x.shape[0], batch_size)])
+    return make
 
 
 class AdapterAsModule(nn.Module):
@@ -60,17 +57,18 @@ def conv_net(c=1, h=12, w=12, k=3, seed=0):
 
 
 def make_ctx(adapter, x, a, batch_size=5, seed=1):
+    adapter.cache.clear()
     logits = adapter.predict(x[None])[0]
     expl = Explanation(volume=a, frame_scores=torch.ones(a.shape[0]), token_map=a)
     return EvalContext(adapter=adapter, x=x, target=int(logits.argmax()), explanation=expl, logits=logits,
-                       rng=np.random.default_rng(seed), batch_size=batch_size)
+                       rng=np.random.default_rng(seed), batch_size=batch_size, shared_seed=(seed,))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_faithfulness_correlation_matches_quantus_single_channel(seed):
+def test_faithfulness_correlation_matches_quantus_single_channel(conv_adapter, seed):
     H = W = 12
     net = conv_net(h=H, w=W, seed=seed)
-    ad = TinyAdapter(net)
+    ad = conv_adapter(net, H)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.random((1, 1, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.standard_normal((1, H, W)).astype(np.float32))
@@ -82,19 +80,19 @@ def test_faithfulness_correlation_matches_quantus_single_channel(seed):
     q = quantus.FaithfulnessCorrelation(nr_runs=R, subset_size=k, perturb_baseline=0.0, disable_warnings=True,
                                         return_aggregate=False)
     ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([ctx.target]), a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("faithfulness_correlation", nr_runs=R, subset_size=k, features="pixel").score(ctx, subsets)
+    ours = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ctx, subsets)
     assert np.isfinite(ref)
     assert abs(ours["faithfulness_correlation"] - ref) < TOL
     # the subsets really were Quantus's: a different subset draw changes the number
-    other = create("faithfulness_correlation", nr_runs=R, subset_size=k, features="pixel").score(ctx)
+    other = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ctx)
     assert abs(other["faithfulness_correlation"] - ref) > TOL
 
 
 @pytest.mark.parametrize("fis", [1, 4, 9])
-def test_monotonicity_correlation_matches_quantus_single_channel(fis):
+def test_monotonicity_correlation_matches_quantus_single_channel(conv_adapter, fis):
     H = W = 12
     net = conv_net(h=H, w=W, seed=fis)
-    ad = TinyAdapter(net)
+    ad = conv_adapter(net, H)
     rng = np.random.default_rng(fis)
     x = torch.from_numpy(rng.random((1, 1, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.standard_normal((1, H, W)).astype(np.float32))  # abs=True as Quantus
@@ -102,7 +100,7 @@ def test_monotonicity_correlation_matches_quantus_single_channel(fis):
     q = quantus.MonotonicityCorrelation(nr_samples=2, features_in_step=fis, perturb_baseline=0.0,
                                         disable_warnings=True)
     ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([ctx.target]), a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("monotonicity_correlation", features_in_step=fis, features="pixel").compute(ctx)
+    ours = create("monotonicity_correlation", features_in_step=fis, cell=1).compute(ctx)
     assert np.isfinite(ref)
     assert abs(ours["monotonicity_correlation"] - ref) < TOL
 
@@ -120,7 +118,7 @@ def test_faithfulness_correlation_matches_quantus_rgb_vit(tiny_vit, monkeypatch)
     x = torch.from_numpy(rng.random((1, 3, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.random((1, H, W), dtype=np.float32))
     ctx = make_ctx(ad, x, a, batch_size=6)
-    metric = create("faithfulness_correlation", nr_runs=20, subset_size=40, features="pixel")
+    metric = create("faithfulness_correlation", nr_runs=20, subset_size=40, cell=1)
     subsets = metric.draw_subsets(np.random.default_rng(11), H * W)
     expanded = iter([np.concatenate([s + c * H * W for c in range(3)]) for s in subsets])
     monkeypatch.setattr(np.random, "choice", lambda n, size, replace=True: next(expanded))
@@ -145,5 +143,5 @@ def test_monotonicity_correlation_matches_quantus_rgb_vit(tiny_vit):
                                         disable_warnings=True)
     ref = q(model=AdapterAsModule(ad).eval(), x_batch=x.numpy(), y_batch=np.array([ctx.target]),
             a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("monotonicity_correlation", features_in_step=k, features="pixel").compute(ctx)
+    ours = create("monotonicity_correlation", features_in_step=k, cell=1).compute(ctx)
     assert np.isfinite(ref) and abs(ours["monotonicity_correlation"] - ref) < TOL

@@ -223,6 +223,13 @@ def plan(cfg: DictConfig, choices: Dict[str, Optional[str]]) -> Plan:
     user selected (``hydra.runtime.choices``; None where none)."""
     exp = cfg.experiment
     sel = {g: choices.get(g) for g in GROUPS}
+    for group, key in (("method", "methods"), ("metric", "metrics")):
+        if not sel[group] and not exp.get(key):
+            raise UserError(f"the experiment has no {group}s: list some in experiment.{key}, or select one with "
+                            f"{group}=NAME (valid: {', '.join(options(group))})")
+    if not (sel["model"] and sel["dataset"]) and not exp.get("benchmarks"):
+        raise UserError("the experiment has no benchmarks: list {model: ..., dataset: ...} pairs in "
+                        "experiment.benchmarks, or select model=NAME dataset=NAME")
 
     def selected_component(group):
         node = _plain(cfg.get(group)) or {}
@@ -268,10 +275,6 @@ def plan(cfg: DictConfig, choices: Dict[str, Optional[str]]) -> Plan:
             pairs.append((m, d))
     else:  # a selection: every model with every dataset that fits it (checked when the model is built)
         pairs = [(m, d) for m in models for d in datasets]
-    for group, items in (("method", methods), ("metric", metrics)):
-        if not items:
-            raise UserError(f"the experiment has no {group}s: list some in experiment.{group}s, or select one "
-                            f"with {group}=NAME (valid: {', '.join(options(group))})")
     if not pairs:
         raise UserError("the experiment has no benchmarks: list {model: ..., dataset: ...} pairs in "
                         "experiment.benchmarks, or select model=NAME dataset=NAME")

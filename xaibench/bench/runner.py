@@ -42,7 +42,7 @@ from .results import AGGREGATE
 
 #: top-level options that cannot change any result: a resumed run may differ in them
 NEUTRAL_OPTIONS = ("resume", "threads", "print_summary", "save_figures", "gallery", "report", "workers", "warmup",
-                   "batch_size", "explain_batch_size", "hydra")
+                   "batch_size", "explain_batch_size", "cache", "hydra")
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -69,6 +69,7 @@ class Options:
     precision: str
     shard: Optional[tuple]
     alpha: float
+    cache: bool
 
 
 def _bool(name, v) -> bool:
@@ -114,7 +115,7 @@ def validate_options(cfg: DictConfig) -> Options:
         workers=_int("workers", g("workers", 0), 0, 256), print_summary=_bool("print_summary",
                                                                                g("print_summary", True)),
         report=_bool("report", g("report", False)), device=device, precision=precision, shard=shard,
-        alpha=float(alpha))
+        alpha=float(alpha), cache=_bool("cache", g("cache", True)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -435,6 +436,8 @@ class Runner:
             model_c = pairs[0][0]
             adapter = model_c.create()
             adapter.to(self.device, self.opts.precision)
+            if not self.opts.cache:
+                adapter.cache = None
             runs, problems = [], []
             for _, data_c in pairs:
                 dataset = data_c.create()
@@ -512,8 +515,9 @@ class Runner:
             bar.close()
             self.stats["forward"] += adapter.passes["forward"] - before["forward"]
             self.stats["backward"] += adapter.passes["backward"] - before["backward"]
-            self.stats["cache_hits"] += adapter.cache.hits
-            adapter.cache.hits = 0
+            if adapter.cache is not None:
+                self.stats["cache_hits"] += adapter.cache.hits
+                adapter.cache.hits = 0
         return {"model": mlabel, "model_params": model_c.params, "adapter": adapter.describe(), "dataset": dlabel,
                 "dataset_params": data_c.params, "dataset_info": dataset.describe(),
                 "methods": {c.label: m.params() for c, m in methods},
@@ -569,7 +573,7 @@ class Runner:
 
     def _warmup(self, adapter, groups, sample):
         """One untimed explanation per trace-based group (first-call overheads kept out of the timings)."""
-        with adapter.counting():
+        with adapter.counting() as n:
             for g in groups:
                 c, m = g[0]
                 if m.batchable:
@@ -577,7 +581,10 @@ class Runner:
                         self._explain_group(adapter, g, [sample], [0])
                     except (NotApplicable, UserError):
                         pass
-        adapter.cache.clear()
+        for k in n:  # not part of the experiment
+            adapter.passes[k] -= n[k]
+        if adapter.cache is not None:
+            adapter.cache.clear()
 
     def _explain_group(self, adapter, group, samples, targets):
         """{label: ([explanations], seconds per sample, forward, backward per sample)} for one group."""
@@ -661,7 +668,8 @@ class Runner:
                     self._append({"kind": "sample", "key": list(key), "index": i, "rows": rows, "hidden": hidden})
                     self.done.add(key)
                     self._save(base, c, s, i, expls[j], targets[k])
-        adapter.cache.clear()
+        if adapter.cache is not None:
+            adapter.cache.clear()
 
     def _save(self, base, c, sample, index, expl, target):
         if index < self.opts.save_figures:

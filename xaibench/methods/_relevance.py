@@ -219,8 +219,10 @@ def chefer_block(rec) -> torch.Tensor:
 
 
 class PropagationMethod:
-    """Mixin for the layer-propagation methods (rollout, chefer, stdnorm): ``layers`` (how many last
-    layers; ``None`` = all) and ``upsample``, and the batched skeleton trace -> blocks -> propagate."""
+    """Mixin for the layer-propagation methods (rollout, chefer, stdnorm): which layers are used --
+    ``layers`` (the last k; ``None`` = all) or ``start_layer`` (every block from index s on, as Chefer et
+    al.'s evaluation code's ``start_layer``; the two are exclusive) -- and ``upsample``, and the batched
+    skeleton trace -> blocks -> propagate."""
 
     default_layers = None
     grads = False
@@ -230,24 +232,45 @@ class PropagationMethod:
     cls_self = 0.0
     cls_rows = "mean"
 
-    def __init__(self, layers="default", upsample: str = "bilinear"):
+    def __init__(self, layers="default", upsample: str = "bilinear", start_layer: Optional[int] = None):
         layers = self.default_layers if layers == "default" else layers
+        if start_layer is not None:
+            if layers not in (None, self.default_layers):
+                raise UserError("give either method.layers (the last k blocks) or method.start_layer (every block "
+                                "from index s on), not both")
+            layers = None
+            start_layer = check_range("method.start_layer", start_layer, 0, 1023, integer=True)
         self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
+        self.start_layer = start_layer
         self.upsample = upsample
 
     def params(self):
-        return {"layers": self.layers}
+        p = {"layers": self.layers}
+        if self.start_layer is not None:
+            p["start_layer"] = self.start_layer
+        return p
+
+    def _last_k(self, adapter) -> Optional[int]:
+        """The number of last blocks used (None: all)."""
+        n = adapter.num_layers
+        if self.start_layer is not None:
+            if self.start_layer >= n:
+                raise UserError(f"method.start_layer={self.start_layer} is out of range for this model: it has {n} "
+                                f"layers (allowed range is [0, {n - 1}])")
+            return n - self.start_layer
+        return self.layers
 
     def block(self, rec) -> torch.Tensor:
         raise NotImplementedError
 
     def trace_request(self, adapter):
-        if self.layers is not None:
-            last_layers([], self.layers, adapter.num_layers)  # the out-of-range message, before any pass
-        return {"attentions": True, "grads": self.grads, "ln_stats": self.ln_stats, "layers": self.layers}
+        k = self._last_k(adapter)
+        if k is not None:
+            last_layers([], k, adapter.num_layers)  # the out-of-range message, before any pass
+        return {"attentions": True, "grads": self.grads, "ln_stats": self.ln_stats, "layers": k}
 
     def explain_trace(self, adapter, trace):
-        recs = last_layers(trace.attentions, self.layers, adapter.num_layers)
+        recs = last_layers(trace.attentions, self._last_k(adapter), adapter.num_layers)
         maps = propagate(adapter.layout, recs, [self.block(r) for r in recs], residual=self.residual, pool=self.pool,
                          cls_self=self.cls_self, cls_rows=self.cls_rows)
         return [from_token_map(m, adapter.image_size, adapter.layout.tubelet, mode=self.upsample) for m in maps]

@@ -96,8 +96,9 @@ class StdNorm(PropagationMethod, Method):
     cls_self = 0.0
     cls_rows = "sum"
 
-    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear", base: str = "generic"):
-        super().__init__(layers, upsample)
+    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear", base: str = "generic",
+                 start_layer=None):
+        super().__init__(layers, upsample, start_layer)
         if base not in BASES:
             raise UserError(f"method.base={base!r} is not valid; choose one of {', '.join(BASES)}")
         self.use_std = bool(use_std)
@@ -105,7 +106,7 @@ class StdNorm(PropagationMethod, Method):
         self.base = base
 
     def params(self):
-        p = {"layers": self.layers, "use_std": self.use_std}
+        p = {**super().params(), "use_std": self.use_std}
         if self.base != "generic":
             p["base"] = self.base
         return p

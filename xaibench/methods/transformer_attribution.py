@@ -234,7 +234,7 @@ class TransformerAttribution(PropagationMethod, Method):
         return capture_request(adapter, super().trace_request(adapter))
 
     def explain_trace(self, adapter, trace):
-        recs, rel = attention_relevance(adapter, trace, self.layers)
+        recs, rel = attention_relevance(adapter, trace, self._last_k(adapter))
         maps = propagate(adapter.layout, recs, [ta_block(r, ra) for r, ra in zip(recs, rel)], residual=True,
                          pool="sum", cls_self=0.0, cls_rows="sum")
         return [from_token_map(m, adapter.image_size, adapter.layout.tubelet, mode=self.upsample) for m in maps]
