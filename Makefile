@@ -3,6 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 GATE_ARGS ?=
+GATE_OPTS ?=
 
 .PHONY: run test gate bench setup clean
 
@@ -21,11 +22,12 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-## The regression gate CI runs: the main job against the committed baseline summary.
+## The regression gate CI runs: the main job against the committed baseline (per-sample values paired).
+## GATE_ARGS go to the main job, GATE_OPTS to xaibench-gate (e.g. GATE_OPTS="--markdown gate.md").
 gate: setup
 	rm -rf outputs/ci_gate
-	$(BIN)/xaibench hydra.run.dir=outputs/ci_gate $(GATE_ARGS)
-	$(BIN)/xaibench-gate outputs/ci_gate/summary.csv results/main_job/summary.csv
+	$(BIN)/xaibench hydra.run.dir=outputs/ci_gate report=false $(GATE_ARGS)
+	$(BIN)/xaibench-gate outputs/ci_gate results/main_job $(GATE_OPTS)
 
 bench: setup
 	$(BIN)/python bench/bench_methods.py

@@ -47,9 +47,10 @@ CLASSES = ["abseiling", "air drumming", "zumba"]  # canonical indices 0, 1, 399
 HEADER = ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"]
 
 
-def make_kinetics(root: Path, n_frames: int = 12, per_class: int = 3, h: int = 36, w: int = 48) -> dict:
-    """Kinetics test split in the tree layout (``root/tree``) and the flat layout
-    (``root/flat``), both described by ``root/tree/annotations/test.csv``.
+def make_kinetics(root: Path, n_frames: int = 12, per_class: int = 3, h: int = 36, w: int = 48,
+                  split: str = "test") -> dict:
+    """Kinetics ``split`` (default test) in the tree layout (``root/tree``) and the flat layout
+    (``root/flat``), both described by ``root/tree/annotations/<split>.csv``.
 
     Returns ``{'tree', 'flat', 'csv', 'list', 'rows', 'missing', 'corrupt', 'short'}``.
     """
@@ -61,12 +62,12 @@ def make_kinetics(root: Path, n_frames: int = 12, per_class: int = 3, h: int = 3
         for j in range(per_class):
             yid = f"vid{ci}{j}_{cname[:3]}"  # youtube ids may contain '_' and '-'
             rows.append({"label": cname, "youtube_id": yid, "time_start": 10 * j, "time_end": 10 * j + 10,
-                         "split": "test", "is_cc": 0})
+                         "split": split, "is_cc": 0})
     missing, corrupt, short = rows[1], rows[4], rows[7]
     list_lines = []
     for r in rows:
         stem = f"{r['youtube_id']}_{r['time_start']:06d}_{r['time_end']:06d}"
-        folder = tree / "test" / r["label"].replace(" ", "_")  # downloaders often use '_' in folder names
+        folder = tree / split / r["label"].replace(" ", "_")  # downloaders often use '_' in folder names
         if r is missing:
             list_lines.append(f"{r['youtube_id']}.mp4 {canon.index(r['label'])}")
             continue
@@ -80,7 +81,7 @@ def make_kinetics(root: Path, n_frames: int = 12, per_class: int = 3, h: int = 3
             write_video(folder / f"{stem}.mp4", n, h=h, w=w)
             write_video(flat / f"{r['youtube_id']}.mp4", n, h=h, w=w)
         list_lines.append(f"{r['youtube_id']}.mp4 {canon.index(r['label'])}")
-    ann = tree / "annotations" / "test.csv"
+    ann = tree / "annotations" / f"{split}.csv"
     ann.parent.mkdir(parents=True, exist_ok=True)
     with open(ann, "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=HEADER)

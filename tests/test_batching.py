@@ -175,3 +175,25 @@ def test_cuda_request_without_a_gpu_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="no CUDA GPU"):
         Runner(_cfg(EXP, device="cuda"), tmp_path / "r").run()
+
+
+def test_batch_size_changes_metrics_only_by_float_rounding():
+    """docs/metrics.md, "Batch size": logits within 1e-5 relative, faithfulness correlation within 1e-3."""
+    from xaibench.metrics import create as make_metric
+    from xaibench.metrics.base import EvalContext
+
+    for name, dname in (("vit_synth", "synthetic_image"), ("timesformer_synth", "synthetic_video")):
+        adapter = models.create(name)
+        s = make_dataset(dname, n_samples=1)[0]
+        expl = methods.create("chefer").explain(adapter, s.x, int(s.label))
+        logits = adapter.predict(s.x[None])[0]
+        metric = make_metric("faithfulness_correlation", nr_runs=50)
+        vals, outs = [], []
+        for bs in (1, 7, 32):
+            ctx = EvalContext(adapter=adapter, x=s.x, target=int(s.label), explanation=expl, logits=logits,
+                              rng=np.random.default_rng(0), batch_size=bs, shared_seed=(0, 1))
+            vals.append(metric.compute(ctx)["faithfulness_correlation"])
+            outs.append(adapter.predict(torch.stack([s.x] * 9), batch_size=bs))
+        assert max(vals) - min(vals) <= 1e-3, (name, vals)
+        for o in outs[1:]:
+            torch.testing.assert_close(o, outs[0], rtol=1e-5, atol=1e-5)

@@ -146,6 +146,18 @@ def test_truncated_and_foreign_files_are_explained(seg, tmp_path, monkeypatch):
     assert len(datasets.create("imagenet_seg", n_samples=2)) == 2
 
 
+def test_default_path_is_the_fetched_copy_in_the_data_folder(seg, tmp_path, monkeypatch):
+    monkeypatch.delenv("XAIBENCH_IMAGENET_SEG", raising=False)
+    data = tmp_path / "data"
+    monkeypatch.setenv("XAIBENCH_DATA", str(data))
+    with pytest.raises(UserError, match="xaibench-fetch imagenet_seg"):
+        datasets.create("imagenet_seg")
+    (data / "imagenet_seg").mkdir(parents=True)
+    (data / "imagenet_seg" / "gtsegs_ijcv.mat").write_bytes(seg["path"].read_bytes())  # where xaibench-fetch puts it
+    ds = datasets.create("imagenet_seg", size=16)
+    assert len(ds) == len(IDS) and ds[0].x.shape == (1, 3, 16, 16)
+
+
 def test_unreadable_record_is_skipped(seg, tmp_path):
     """A record whose reference points at nothing usable is skipped with its reason."""
     p = tmp_path / "broken.mat"

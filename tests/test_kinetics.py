@@ -2,7 +2,11 @@
 layouts with an official-style annotation CSV (tests/realdata_fixtures.py)."""
 
 import csv
+import os
 import random
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,6 +233,28 @@ def test_root_from_environment_and_clear_errors(kin, monkeypatch, tmp_path):
         datasets.create("kinetics400", root=str(tmp_path))
     with pytest.raises(UserError, match="bad parameters"):
         datasets.create("kinetics400", nonsense=1)
+
+
+def test_the_session_data_folder_is_empty_and_temporary():
+    """tests/conftest.py points $XAIBENCH_DATA at an empty temporary folder: nothing fetched on this machine
+    (default ~/.cache/xaibench/data) is ever read by a test."""
+    from xaibench.datasets.realdata import data_home
+
+    home = data_home()
+    assert home == Path(os.environ["XAIBENCH_DATA"]) and home.is_dir()
+    assert Path(tempfile.gettempdir()) in home.parents and not any(home.iterdir())
+
+
+def test_default_root_is_the_fetched_copy_in_the_data_folder(kin, tmp_path, monkeypatch):
+    monkeypatch.delenv("XAIBENCH_KINETICS_ROOT", raising=False)
+    data = tmp_path / "data"
+    monkeypatch.setenv("XAIBENCH_DATA", str(data))
+    with pytest.raises(UserError, match="xaibench-fetch kinetics400") as e:
+        datasets.create("kinetics400")
+    assert str(data / "kinetics400") in str(e.value)
+    shutil.copytree(kin["tree"], data / "kinetics400")  # where `xaibench-fetch kinetics400` puts it
+    ds = datasets.create("kinetics400", frames=8, size=32)
+    assert len(ds) == 9 and ds.root == data / "kinetics400"
 
 
 def test_only_present_selects_among_existing_files(kin):

@@ -14,7 +14,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from realdata_fixtures import make_kinetics, write_gtsegs
-from xaibench.bench.config import CONF_DIR
+from xaibench.bench import app  # noqa: F401  (registers the config schema that conf/config.yaml names)
+from xaibench.bench.config import conf_dir, load, plan
+from xaibench.bench.reference import read_reference, reference_path
+from xaibench.bench.results import AGGREGATE
 from xaibench.bench.runner import Runner
 from xaibench.datasets.realdata import read_class_list
 from xaibench.models.hf import build_hf_swin, build_hf_timesformer, build_hf_vit
@@ -30,7 +33,7 @@ def put_in_hub_cache(cache, repo_id, model):
 
 
 def run(overrides, out):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides + ["print_summary=false", "warmup=false"])
     summary, status = Runner(cfg, out).run()
     assert status == "complete"
@@ -55,6 +58,26 @@ def hf_home(tmp_path, monkeypatch):
     return home / "hub"
 
 
+def method_labels(experiment: str) -> set:
+    """The method labels an experiment config runs (a name, or ``label`` / ``config`` of a mapping)."""
+    return {m if isinstance(m, str) else m.get("label", m["config"]) for m in load("experiment", experiment)["methods"]}
+
+
+def check_reference_join(out, experiment, summary):
+    """Every published number is in reference_comparison.csv: next to ours ("both", diff = mean - published)
+    where we ran that model x method x metric, "published only" where we did not."""
+    ref = read_reference(reference_path(load("experiment", experiment)["reference"]))
+    table = pd.read_csv(out / "reference_comparison.csv")
+    ours = set(zip(summary.model, summary.method, summary.metric))
+    both = table[table.status == "both"]
+    np.testing.assert_allclose(both["diff"], both["mean"] - both["published"])
+    for key, group in ref.groupby(["model", "method", "metric"]):
+        got = table[(table.model == key[0]) & (table.method == key[1]) & (table.metric == key[2])]
+        assert sorted(got["published"]) == sorted(group["value"]), key  # one row per published number
+        assert set(got["status"]) == ({"both"} if key in ours else {"published only"}), key
+    return table
+
+
 def test_staa_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
     canon = read_class_list()
     torch.manual_seed(0)
@@ -62,39 +85,45 @@ def test_staa_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
                                num_hidden_layers=2, num_attention_heads=2,
                                id2label={i: c for i, c in enumerate(canon)})
     put_in_hub_cache(hf_home, "facebook/timesformer-base-finetuned-k400", tsf)
-    kin = make_kinetics(tmp_path / "k400", n_frames=10, per_class=3)
+    bench = load("experiment", "staa_paper")["benchmarks"][0]["dataset"]
+    entry = bench if isinstance(bench, dict) else {"config": bench}
+    split = entry.get("split", load("dataset", entry["config"])["split"])  # the split the experiment reads
+    kin = make_kinetics(tmp_path / "k400", n_frames=10, per_class=3, split=split)
     monkeypatch.setenv("XAIBENCH_KINETICS_ROOT", str(kin["tree"]))
     out = tmp_path / "run"
-    # all three clips of one class, one of which is too short (the fixture's bad clips)
+    # all three clips of one class, one of which is too short (the fixture's bad clips); SHAP and LIME with one
+    # 32-px cell per frame: 8 features, 32 >= min(4 * 8, 2^8) evaluations (the budget rule).  (The metrics keep
+    # their budgets: metric.nr_runs=10 fails, see test_global_metric_override_reaches_only_metrics_that_take_it.)
     summary = run(["experiment=staa_paper", "+dataset.size=32", "+dataset.resize=32", "+dataset.classes=[zumba]",
-                   "+dataset.n_per_class=3", "+method.n_samples=16", "+method.cell=32", "+metric.nr_runs=10"], out)
+                   "+dataset.n_per_class=3", "+method.n_samples=32", "+method.cell=32"], out)
 
     prov = json.loads((out / "provenance.json").read_text())
     comp = prov["components"][0]
     assert comp["model"] == "pretrained_timesformer_k400" and comp["dataset"] == "kinetics400_staa"
     assert comp["dataset_info"]["n"] == 3 and comp["dataset_info"]["sampling"] == "first"
+    assert comp["dataset_info"]["split"] == split
     rows = pd.read_csv(out / "results.csv")
-    evaluated = set(rows.loc[rows.metric != "skipped", "sample_id"])
+    per_sample_rows = rows[(rows.metric != "skipped") & (rows.sample_id != AGGREGATE)]
+    evaluated = set(per_sample_rows["sample_id"])
     assert len(evaluated) == 2 and kin["short"] not in evaluated
+    skipped_row = rows[rows.metric == "n_skipped_samples"]
+    assert len(skipped_row) == 1 and skipped_row["value"].iloc[0] == 1 and not skipped_row["higher_is_better"].iloc[0]
     assert [s["reason"] for s in prov["skipped_samples"]] == [f"{kin['short']}: too short: 3 decodable frame(s), "
                                                                f"8 needed"]
-    ran = set(summary["method"])
+    per_sample = summary[summary.metric != "n_skipped_samples"]  # that row is per benchmark, method "(all)"
+    ran = set(per_sample["method"])
     not_applicable = set(rows.loc[rows.metric == "skipped", "method"])
-    assert ran | not_applicable == {"staa_raw", "staa", "shap", "lime", "gradcam", "rollout", "chefer"}
-    assert {"staa_raw", "staa", "shap", "lime"} <= ran
+    assert ran | not_applicable == method_labels("staa_paper")
+    assert {"staa_raw", "staa", "shap", "lime", "gradcam", "rollout", "chefer"} <= ran  # all apply to TimeSformer
     assert {"staa_faithfulness", "staa_monotonicity", "staa_monotonicity_tau", "faithfulness_correlation",
             "explain_time_s"} <= set(summary["metric"])
-    assert (summary["n"] == len(evaluated)).all()
+    assert (per_sample["n"] == len(evaluated)).all()
     f = summary[summary.metric == "staa_faithfulness"]["mean"]
     assert ((f >= 0) & (f <= 1)).all()
     # the target of a mapped Kinetics label is the model's class index
-    assert set(rows.loc[rows.metric != "skipped", "label"].astype(int)) == {399}  # zumba
-
-    table = pd.read_csv(out / "reference_comparison.csv")
-    hit = table[(table.status == "both") & (table.method == "staa") & (table.metric == "staa_faithfulness")]
-    assert len(hit) == 3  # paper headline, notebooks, later table
-    np.testing.assert_allclose(hit["diff"], hit["mean"] - hit["published"])
-    assert set(hit["published"]) == {0.844, 0.8437, 0.87}
+    assert set(per_sample_rows["label"].astype(int)) == {399}  # zumba
+    table = check_reference_join(out, "staa_paper", summary)
+    assert len(table[(table.status == "both") & (table.method == "staa")]) > 0
 
 
 def test_stdnorm_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
@@ -123,23 +152,39 @@ def test_stdnorm_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
 
     rows = pd.read_csv(out / "results.csv")
     assert set(rows["model"]) == {"pretrained_vit_b16", "pretrained_swin_t"}
-    methods = {"attention", "rollout", "gradcam", "chefer", "stdnorm", "stdnorm_nostd"}
+    methods = method_labels("stdnorm_paper")
     for model in ("pretrained_vit_b16", "pretrained_swin_t"):
         ran = set(summary.loc[summary.model == model, "method"])
         na = set(rows.loc[(rows.model == model) & (rows.metric == "skipped"), "method"])
-        assert ran | na == methods and {"stdnorm", "stdnorm_nostd", "chefer"} <= ran
+        assert ran | na == methods and {"attention", "stdnorm", "stdnorm_nostd", "chefer"} <= ran
+        assert not ran & na
     seg = summary[summary.metric.isin(["pixel_accuracy", "miou", "map"])]
     assert ((seg["mean"] >= 0) & (seg["mean"] <= 1)).all() and len(seg)
-    # Chefer et al.'s protocol explains the predicted class (target: predicted), labels are informative only:
-    # the synsets map to the model's ImageNet classes once the dataset is bound to the model
-    labels = set(rows.loc[rows.metric != "skipped", "label"].dropna().astype(int))
-    assert labels in (set(), {0, 1, 2})  # set(): the runner did not call dataset.bind(adapter)
+    # Chefer et al.'s protocol explains the predicted class (target: predicted); the labels are informative:
+    # the synsets map to the model's ImageNet classes once the runner binds the dataset to the model
+    assert set(rows.loc[rows.metric != "skipped", "label"].dropna().astype(int)) == {0, 1, 2}
+    check_reference_join(out, "stdnorm_paper", summary)
 
-    table = pd.read_csv(out / "reference_comparison.csv")
-    both = table[table.status == "both"]
-    assert {("pretrained_vit_b16", "stdnorm", "miou"), ("pretrained_swin_t", "stdnorm", "miou"),
-            ("pretrained_swin_t", "chefer", "miou")} <= set(zip(both.model, both.method, both.metric))
-    assert "transformer_attribution" in set(table.loc[table.status == "published only", "method"])
+
+def test_global_metric_override_reaches_only_metrics_that_take_it():
+    """``metric.nr_runs=10`` (a global override, README "Running experiments") goes to every metric of the
+    experiment that has ``nr_runs`` (faithfulness correlation) and to no other (``cost`` takes no parameters):
+    every metric of staa_paper is then created."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=staa_paper", "+metric.nr_runs=10"])
+        comps = {c.name: c for c in plan(cfg, {}).metrics}
+    assert comps["faithfulness_correlation"].params["nr_runs"] == 10
+    assert "nr_runs" not in comps["cost"].params
+    for c in comps.values():
+        c.create()
+
+
+def test_a_parameter_given_to_a_parameterless_metric_is_a_user_error():
+    from xaibench import metrics
+    from xaibench.errors import UserError
+
+    with pytest.raises(UserError, match="cost"):
+        metrics.create("cost", nr_runs=3)
 
 
 def test_compare_joins_published_numbers_by_hand(tmp_path):
@@ -178,17 +223,15 @@ def test_compare_joins_published_numbers_by_hand(tmp_path):
 
 
 def test_reference_tables_are_well_formed():
-    from xaibench.bench.reference import read_reference
-    from xaibench.bench.config import CONF_DIR
-    from omegaconf import OmegaConf
-
-    root = CONF_DIR.parent
     for name in ("staa_paper", "stdnorm_paper"):
-        exp = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").experiment
-        ref = read_reference(root / exp.reference)
+        exp = load("experiment", name)  # composed by Hydra from the packaged configs
+        assert exp["reference"] == name
+        path = reference_path(exp["reference"])
+        assert path == conf_dir() / "reference" / f"{name}.csv" and path.exists()
+        ref = read_reference(path)
         assert ref["value"].notna().all() and (ref["source"].str.len() > 10).all()
-        models_ = {b.model if isinstance(b.model, str) else b.model.config for b in exp.benchmarks}
+        models_ = {b["model"] if isinstance(b["model"], str) else b["model"]["config"] for b in exp["benchmarks"]}
         assert set(ref["model"]) == models_
-        labels = {m if isinstance(m, str) else m.get("label", m.config) for m in exp.methods}
+        labels = {m if isinstance(m, str) else m.get("label", m["config"]) for m in exp["methods"]}
         # every published number of a method we run is keyed by that method's label
         assert labels & set(ref["method"])

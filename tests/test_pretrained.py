@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from xaibench import models
 from xaibench.errors import UserError
+from xaibench.models.base import TokenLayout
 from xaibench.models.hf import build_hf_swin, build_hf_timesformer, build_hf_vit
 from xaibench.models.pretrained import KNOWN_HF, KNOWN_TIMM
 
@@ -87,7 +88,8 @@ def test_hf_timesformer_from_a_save_pretrained_folder(tmp_path):
     VideoMAEImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32},
                            image_mean=[0.4, 0.45, 0.5], image_std=[0.2, 0.225, 0.25]).save_pretrained(tmp_path)
     a = models.create("hf_pretrained", path_or_id=str(tmp_path))
-    assert a.arch == "timesformer" and a.source == "hf" and a.input_shape == (4, 3, 32, 32)
+    assert a.family == "hf_timesformer" and a.meta["source"] == "hf" and a.input_shape == (4, 3, 32, 32)
+    assert a.layout == TokenLayout(frames=4, tubelet=1, stages=((4, 4),), prefix=1, readout="cls")
     assert a.preprocess["resize"] == 40 and a.preprocess["size"] == 32 and a.preprocess["frames"] == 4
     assert a.preprocess["mean"] == (0.4, 0.45, 0.5) and a.preprocess["std"] == (0.2, 0.225, 0.25)
     same_logits(a, m, video=True)
@@ -101,7 +103,8 @@ def test_hf_image_models_load_with_eager_attention(tmp_path, kind):
     m.config._attn_implementation = "sdpa"
     m.save_pretrained(tmp_path)  # config.json names no attention kind: transformers would pick SDPA
     a = models.create("hf_pretrained", path_or_id=str(tmp_path))
-    assert a.arch == kind and a.model.config._attn_implementation == "eager"
+    assert a.family == f"hf_{kind}" and a.model.config._attn_implementation == "eager"
+    assert {p.kind for p in a.hook_points()} == {"global" if kind == "vit" else "window"}
     assert a.preprocess["source"] == "defaults"
     expected_mean = (0.5, 0.5, 0.5) if kind == "vit" else (0.485, 0.456, 0.406)
     assert a.preprocess["mean"] == expected_mean
@@ -115,7 +118,7 @@ def test_known_id_from_a_fake_hub_cache_offline(tmp_path, monkeypatch):
     cache = tmp_path / "hf" / "hub"
     fake_hub_cache(cache, "facebook/timesformer-base-finetuned-k400", m)
     a = models.create("pretrained_timesformer_k400", cache_dir=str(cache))
-    assert a.name == "pretrained_timesformer_k400" and a.arch == "timesformer"
+    assert a.name == "pretrained_timesformer_k400" and a.family == "hf_timesformer"
     same_logits(a, m, video=True)
     # the same through XAIBENCH_HF_HOME (an HF_HOME-style folder with hub/ inside)
     monkeypatch.setenv("XAIBENCH_HF_HOME", str(tmp_path / "hf"))
@@ -176,7 +179,8 @@ def test_timm_vit_from_safetensors(tmp_path):
     save_file(m.state_dict(), str(tmp_path / "w.safetensors"))
     a = models.create("timm_pretrained", model_name="vit_base_patch16_224", checkpoint=str(tmp_path / "w.safetensors"),
                       **VIT_KW)
-    assert a.arch == "vit" and a.source == "timm" and a.num_classes == 5  # from the checkpoint's head
+    assert a.family == "timm_vit" and a.meta["source"] == "timm" and a.num_classes == 5  # the checkpoint's head
+    assert a.layout == TokenLayout(frames=1, stages=((4, 4),), prefix=1, readout="cls")
     assert a.preprocess["resize"] == int(32 / 0.9) and a.preprocess["interpolation"] == "bicubic"
     timm_same_logits(a, m)
     tr = a.trace(torch.rand(1, 1, 3, 32, 32), attentions=True)
@@ -198,7 +202,7 @@ def test_timm_swin_from_weights_dir_and_hub_cache(tmp_path, monkeypatch):
     save_file(m.state_dict(), str(w / "swin_tiny_patch4_window7_224.safetensors"))
     monkeypatch.setenv("XAIBENCH_WEIGHTS", str(w))
     a = models.create("pretrained_timm_swin_t", **SWIN_KW)
-    assert a.arch == "swin"
+    assert a.family == "timm_swin" and a.layout.stages == ((8, 8), (4, 4)) and a.layout.readout == "pool"
     timm_same_logits(a, m)
     monkeypatch.delenv("XAIBENCH_WEIGHTS")
     # timm names are looked up in the hub cache under their pretrained_cfg.hf_hub_id

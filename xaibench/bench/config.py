@@ -246,35 +246,26 @@ def plan(cfg: DictConfig, choices: Dict[str, Optional[str]]) -> Plan:
     methods = [arm for c in listed("method", exp.get("methods")) for arm in expand_lists(c)]
     metrics = listed("metric", exp.get("metrics"))
     bench = [_plain(b) for b in (exp.get("benchmarks") or [])]
-    if sel["model"]:
-        models = [selected_component("model")]
-        check_keys("model", models[0].params, [Component("model", models[0].label, models[0].name, {})],
-                   selected=True)
-    else:
-        seen = {}
-        for b in bench:
-            c = component("model", b["model"])
-            seen.setdefault(json.dumps([c.label, c.params], sort_keys=True, default=str), c)
-        models = apply_overrides("model", list(seen.values()), _plain(cfg.get("model")) or {})
-    if sel["dataset"]:
-        datasets = [selected_component("dataset")]
-        check_keys("dataset", datasets[0].params, [Component("dataset", datasets[0].label, datasets[0].name, {})],
-                   selected=True)
-    else:
-        seen = {}
-        for b in bench:
-            c = component("dataset", b["dataset"])
-            seen.setdefault(json.dumps([c.label, c.params], sort_keys=True, default=str), c)
-        datasets = apply_overrides("dataset", list(seen.values()), _plain(cfg.get("dataset")) or {})
-    if not sel["model"] and not sel["dataset"]:
-        pairs = []
-        for b in bench:  # keep the experiment's own pairing, with the overrides applied
-            m, d = component("model", b["model"]), component("dataset", b["dataset"])
-            m = next(x for x in models if x.label == m.label)
-            d = next(x for x in datasets if x.label == d.label)
-            pairs.append((m, d))
-    else:  # a selection: every model with every dataset that fits it (checked when the model is built)
+
+    def key(c: Component) -> str:
+        return json.dumps([c.label, c.params], sort_keys=True, default=str)
+
+    found = {}  # group -> {key of the experiment's component: that component after the overrides}
+    for group in ("model", "dataset"):
+        if not sel[group]:
+            raw = {}
+            for b in bench:
+                c = component(group, b[group])
+                raw.setdefault(key(c), c)
+            found[group] = dict(zip(raw, apply_overrides(group, list(raw.values()), _plain(cfg.get(group)) or {})))
+    if sel["model"] or sel["dataset"]:
+        # a selection: every model with every dataset that fits it (checked when the model is built)
+        models = listed("model", None) if sel["model"] else list(found["model"].values())
+        datasets = listed("dataset", None) if sel["dataset"] else list(found["dataset"].values())
         pairs = [(m, d) for m in models for d in datasets]
+    else:  # the experiment's own pairing, with the overrides applied
+        pairs = [(found["model"][key(component("model", b["model"]))],
+                  found["dataset"][key(component("dataset", b["dataset"]))]) for b in bench]
     if not pairs:
         raise UserError("the experiment has no benchmarks: list {model: ..., dataset: ...} pairs in "
                         "experiment.benchmarks, or select model=NAME dataset=NAME")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import UserError
 
-REF_COLUMNS = ("model", "dataset", "method", "metric", "value", "source", "note")
+REF_COLUMNS = ("model", "dataset", "method", "metric", "value", "source", "note", "verified")
 
 
 def reference_path(ref: Union[str, Path]) -> Path:
@@ -51,7 +51,7 @@ def read_reference(path: Union[str, Path]) -> pd.DataFrame:
         if c not in ref:
             ref[c] = ""
     ref["value"] = pd.to_numeric(ref["value"], errors="coerce")
-    return ref[list(REF_COLUMNS)].fillna({"note": "", "dataset": ""})
+    return ref[list(REF_COLUMNS)].fillna({"note": "", "dataset": "", "verified": ""})
 
 
 def compare(summary_df: pd.DataFrame, reference_csv: Union[str, Path, pd.DataFrame], on_dataset: bool = False,
@@ -88,7 +88,7 @@ def compare(summary_df: pd.DataFrame, reference_csv: Union[str, Path, pd.DataFra
                                               table["published_dataset"])
     table["diff"] = table["mean"] - table["published"]
     cols = ["model", "dataset", "method", "metric"] + (["params"] if "params" in table else []) + \
-        ["mean", "std", "n", "published", "diff", "status", "source", "note"]
+        ["mean", "std", "n", "published", "diff", "status", "source", "note", "verified"]
     order = {"both": 0, "ours only": 1, "published only": 2}
     table = table.assign(_o=table["status"].map(order)).sort_values(
         ["_o", "model", "method", "metric"], kind="stable").drop(columns="_o")

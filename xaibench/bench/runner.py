@@ -492,8 +492,11 @@ class Runner:
                                              num_workers=self.opts.workers, collate_fn=_collate, shuffle=False)
         groups = self._groups(runnable, adapter)
         warmed = not self.opts.warmup
-        bar = tqdm(total=len(indices), initial=len(indices) - len(pending), desc=f"{mlabel} on {dlabel}",
-                   unit="sample")
+        arms = max(1, len(runnable))
+        done_units = sum(1 for i in indices for c, _ in runnable if (dlabel, mlabel, c.label, "i", i) in self.done)
+        # one unit per (sample, method): SHAP / LIME move the bar sample by sample inside a batch
+        self._bar = bar = tqdm(total=len(indices) * arms, initial=done_units, desc=f"{mlabel} on {dlabel}",
+                               unit="expl", smoothing=0.1)
         before = dict(adapter.passes)
         try:
             for batch in loader:
@@ -501,6 +504,7 @@ class Runner:
                 for i, sample, reason in batch:
                     if sample is None:
                         self._skip_sample(dlabel, mlabel, i, reason)
+                        bar.update(arms)
                     else:
                         samples.append((i, sample))
                 if samples:
@@ -508,7 +512,6 @@ class Runner:
                         self._warmup(adapter, groups, samples[0][1])
                         warmed = True
                     self._run_batch(base, adapter, groups, metrics, samples)
-                bar.update(len(batch))
                 bar.set_postfix(skipped=sum(1 for s in self.skipped_samples
                                             if s["dataset"] == dlabel and s["model"] == mlabel))
         finally:
@@ -667,6 +670,7 @@ class Runner:
                     self.hidden.extend(hidden)
                     self._append({"kind": "sample", "key": list(key), "index": i, "rows": rows, "hidden": hidden})
                     self.done.add(key)
+                    self._bar.update(1)
                     self._save(base, c, s, i, expls[j], targets[k])
         if adapter.cache is not None:
             adapter.cache.clear()

@@ -62,6 +62,7 @@ class PerturbationSetup:
         self.budget = budget
         features.setdefault("frames_per_group", 2)
         self.spec = FeatureSpec(prefix="method", **features)
+        self._noted: set = set()
 
     def params(self) -> dict:
         return {"n_samples": self.n_samples, "seed": self.seed, "budget": self.budget, **self.spec.params()}
@@ -89,7 +90,10 @@ class PerturbationSetup:
                 fpg *= 2
             else:
                 raise UserError(f"{method}: cannot coarsen below {m} features; raise method.n_samples")
-            warnings.warn(f"{method}: budget rule: coarsened the features to cell={cell}, frames_per_group={fpg}")
+            note = f"{method}: budget rule: coarsened the features to cell={cell}, frames_per_group={fpg}"
+            if note not in self._noted:  # once per setting, not once per sample
+                self._noted.add(note)
+                warnings.warn(note, stacklevel=2)
 
     def value_function(self, adapter, x, target, ids):
         """``f(z)``: the target logit with the features of ``z`` kept and the others at the baseline."""
