@@ -29,9 +29,13 @@ gate: setup
 	$(BIN)/xaibench hydra.run.dir=outputs/ci_gate report=false $(GATE_ARGS)
 	$(BIN)/xaibench-gate outputs/ci_gate results/main_job $(GATE_OPTS)
 
+## Speed benchmarks (figures into results/; the GPU figures only where a CUDA GPU is present).
 bench: setup
 	$(BIN)/python bench/bench_methods.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_main_job.py
+	if $(BIN)/python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
+		$(BIN)/python bench/bench_gpu.py --out results/bench_gpu; fi
 
 clean:
 	rm -rf outputs multirun .pytest_cache

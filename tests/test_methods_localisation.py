@@ -1,6 +1,6 @@
 """Attention-based methods localise the synthetic evidence better than a random map.
 
-On the project's shipped models (trained on the synthetic benchmarks, whose
+On every shipped model (``xaibench.models.shipped_names()``, trained on the synthetic benchmarks, whose
 ground-truth mask marks the class evidence in space and time): the mean
 average precision (sklearn ``average_precision_score``) of each method's
 (T, H, W) attribution volume against the mask, over the first test samples,
@@ -12,7 +12,6 @@ Skipped, with the reason, for a model whose weights are not shipped.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from xaibench import datasets, methods

@@ -231,4 +231,5 @@ def test_timm_errors_are_clear(tmp_path):
         models.create("timm_pretrained", model_name="not_a_model")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(UserError, match="could not read"):
-        models.create("timm_pretrained", model_name="vit_base_patch16_224", checkpoint=str(tmp_path / "junk.safetensors"))
+        models.create("timm_pretrained", model_name="vit_base_patch16_224",
+                      checkpoint=str(tmp_path / "junk.safetensors"))

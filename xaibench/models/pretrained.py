@@ -1,6 +1,6 @@
-"""Pretrained models from local files: Hugging Face checkpoints and timm weights.
+"""Pretrained models: Hugging Face checkpoints and timm weights, from local files or the hub.
 
-Nothing here ever touches the network.  Weights are looked up, in order, in
+Weights are looked up, in order, in
 
 1. the path given in the model config (``path_or_id`` for Hugging Face: a
    ``save_pretrained`` / ``huggingface-cli download --local-dir`` folder;
@@ -14,10 +14,15 @@ Nothing here ever touches the network.  Weights are looked up, in order, in
    hub cache itself), else the ``huggingface_hub`` default cache), read with
    ``local_files_only`` semantics (``try_to_load_from_cache``), i.e. exactly as
    with ``HF_HUB_OFFLINE=1``.  timm names are looked up under their
-   ``pretrained_cfg.hf_hub_id`` (e.g. ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``).
+   ``pretrained_cfg.hf_hub_id`` (e.g. ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``);
+4. online only: the Hugging Face hub itself (``huggingface_hub.snapshot_download`` /
+   ``hf_hub_download`` with the library's normal caching, into the same cache;
+   safetensors first).  Offline -- ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE``),
+   or no network -- this step is skipped or fails quietly, and the lookup is the
+   local one above.
 
 When nothing is found, a :class:`~xaibench.errors.UserError` says what was
-looked for and how to obtain it on a machine with internet access.
+looked for (and why the hub could not help) and how to obtain the weights.
 
 Each adapter gets ``adapter.preprocess``: ``frames``, ``size`` (crop),
 ``resize`` (short side before the centre crop), ``interpolation``, ``mean``,
@@ -145,14 +150,77 @@ def resolve_hf(path_or_id: str, cache_dir=None) -> Path:
     if path_or_id.count("/") == 1:
         cfg = _cached_file(path_or_id, "config.json", cdir)
         tried.append(f"hub cache {cdir or _default_hub_cache()}")
+        if cfg is not None and _has_hf_weights(cfg.parent):
+            return cfg.parent
+        got = download_hf(path_or_id, cdir, tried)
+        if got is not None:
+            return got
         if cfg is not None:
-            if _has_hf_weights(cfg.parent):
-                return cfg.parent
             raise UserError(f"the hub cache has {path_or_id}'s config.json but no weights file "
                             f"({', '.join(HF_WEIGHT_FILES[::2])}) in {cfg.parent}; the download is incomplete. "
                             + _hf_howto(path_or_id))
-    raise UserError(f"no local weights for Hugging Face model {path_or_id!r} (there is no hub access here); "
+    raise UserError(f"no local weights for Hugging Face model {path_or_id!r}{_offline_note()}; "
                     f"looked in: {'; '.join(tried)}. " + _hf_howto(path_or_id))
+
+
+# ------------------------------------------------------------- the hub (online)
+HF_DOWNLOAD_PATTERNS = (["config.json", "preprocessor_config.json", "model.safetensors", "model.safetensors.index.json",
+                         "model-*.safetensors"],
+                        ["config.json", "preprocessor_config.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                         "pytorch_model-*.bin"])
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    truthy = ("1", "true", "yes", "on")
+    if any(os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _offline_note() -> str:
+    return " (the hub is off: HF_HUB_OFFLINE is set)" if hub_offline() else " (and the hub could not provide it)"
+
+
+def download_hf(repo_id: str, cache_dir, tried: List[str]) -> Optional[Path]:
+    """Online: the repository's config, preprocessing and weights through ``huggingface_hub`` and its normal
+    cache (safetensors first, ``pytorch_model.bin`` only if the repository has no safetensors); ``None``
+    offline or when the hub cannot provide them (the reason goes to ``tried``)."""
+    if hub_offline():
+        return None
+    from huggingface_hub import snapshot_download
+
+    for patterns in HF_DOWNLOAD_PATTERNS:
+        try:
+            folder = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns))
+        except Exception as e:  # no network, unknown repo, gated repo ...
+            tried.append(f"the hub ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+            return None
+        if (folder / "config.json").exists() and _has_hf_weights(folder):
+            return folder
+    tried.append(f"the hub ({repo_id} has no config.json with safetensors or pytorch_model.bin)")
+    return None
+
+
+def download_timm(hub_id: str, cache_dir, tried: List[str]) -> Optional[Path]:
+    """Online: a timm checkpoint file from its ``hf_hub_id`` (safetensors first); ``None`` offline or on failure."""
+    if hub_offline():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    last = None
+    for f in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            return Path(hf_hub_download(hub_id, f, cache_dir=cache_dir))
+        except Exception as e:
+            last = e
+    tried.append(f"the hub ({type(last).__name__}: {str(last).splitlines()[0][:160]})")
+    return None
 
 
 def _hf_howto(repo: str) -> str:
@@ -216,7 +284,10 @@ def resolve_timm(name: str, checkpoint=None, cache_dir=None) -> Path:
             p = _cached_file(hub_id, f, cdir)
             if p is not None:
                 return p
-    raise UserError(f"no local weights for timm model {name!r} (there is no hub access here); looked in: "
+        p = download_timm(hub_id, cdir, tried)
+        if p is not None:
+            return p
+    raise UserError(f"no local weights for timm model {name!r}{_offline_note()}; looked in: "
                     f"{'; '.join(tried) or 'nothing (no checkpoint, $XAIBENCH_WEIGHTS unset)'}. "
                     + _timm_howto(name, hub_id))
 
