@@ -48,6 +48,8 @@ class Registry:
     def parameters(self, name: str) -> Optional[List[str]]:
         """Config parameter names the factory accepts (``None``: any, it takes ``**kwargs``)."""
         factory = self.get(name)
+        if inspect.isclass(factory) and factory.__init__ is object.__init__:
+            return sorted(getattr(factory, "extra_parameters", ()))  # a class without parameters
         target = factory.__init__ if inspect.isclass(factory) else factory
         sig = inspect.signature(target)
         if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
@@ -68,7 +70,7 @@ class Registry:
         try:
             return factory(**kwargs)
         except TypeError as e:  # wrong parameter names are a user mistake
-            if "unexpected keyword argument" in str(e) or "missing" in str(e):
+            if any(t in str(e) for t in ("unexpected keyword argument", "missing", "takes no arguments")):
                 raise UserError(f"bad parameters for {self.kind} {name!r}: {e}") from None
             raise
 

@@ -56,7 +56,7 @@ class PerturbationSetup:
                  lo: int = 1, **features):
         self.n_samples = check_range("method.n_samples", n_samples, lo, 10 ** 7, integer=True)
         self.batch_size = check_range("method.batch_size", batch_size, 1, 1 << 20, integer=True)
-        self.seed = check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
+        self.seed = 0 if seed is None else check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
         if budget not in BUDGETS:
             raise UserError(f"method.budget={budget!r}; valid: {', '.join(BUDGETS)}")
         self.budget = budget

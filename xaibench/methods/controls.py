@@ -43,7 +43,7 @@ class RandomControl(_Control):
     name = "control_random"
 
     def __init__(self, seed: int = 0):
-        self.seed = check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
+        self.seed = 0 if seed is None else check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
 
     def params(self):
         return {"seed": self.seed}

@@ -51,7 +51,7 @@ class ModelRandomisation(Metric):
                 from None
         if not self.blocks or any(b < -1 for b in self.blocks):
             raise UserError(f"metric.blocks={blocks!r}: give counts >= 0, or -1 for every block")
-        self.seed = int(seed)
+        self.seed = 0 if seed is None else int(seed)
         self.outputs = {_name(b): False for b in self.blocks}
 
     def params(self):
