@@ -262,7 +262,7 @@ def main(argv=None):
 
 def print_section(section, rows):
     cols = {"methods": ["model", "precision", "method", "explain_batch_size", "explain_s", "reference_s", "ratio",
-                        "target", "met", "speedup_vs_batch_1"],
+                        "target", "met", "speedup_vs_batch_1", "note"],
             "e2e": ["shape", "models", "precision", "n_samples", "wall_s", "samples_per_s", "speedup_vs_fp32",
                     "forward", "cache_hits", "peak_gpu_mb"],
             "metrics": ["kind", "model", "precision", "metric", "n_forward", "forward_s_per_input", "ratio",

@@ -74,7 +74,7 @@ def run_job(run_dir: Path, cache: bool, threads: int, extra) -> float:
     if proc.returncode != 0:
         print(proc.stdout[-4000:])
         raise SystemExit(f"the main job failed (exit {proc.returncode}); its output is above")
-    tail = [ln for ln in proc.stdout.splitlines() if ln.startswith(("model passes", "== default"))]
+    tail = [ln for ln in proc.stdout.splitlines() if ln.startswith("model passes")]
     print("\n".join(tail) + f"\n({wall:.1f} s)", flush=True)
     return wall
 

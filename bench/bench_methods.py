@@ -107,8 +107,12 @@ def bench_model(adapter, *, repeats, n_samples, budget, batch_size, explain_batc
             continue
         sizes = [b for b in explain_batch_sizes if b == 1 or m.batchable]
         for b in sizes:
-            targets = [0] * b
-            call = (lambda: m(adapter, x, 0)) if b == 1 else (lambda b=b, t=targets: m.explain_batch(adapter, xs[:b], t))
+            if b == 1:  # as the harness explains one sample
+                def call():
+                    return m(adapter, x, 0)
+            else:  # as the harness explains a batch
+                def call(b=b):
+                    return m.explain_batch(adapter, xs[:b], [0] * b)
             try:
                 if small or b > 1:
                     timed(call, dev)  # warm-up (first-call allocations, one-time imports)
@@ -199,7 +203,7 @@ def main(argv=None):
     out = common.write_csv(rows, args.out, COLUMNS)
     print()
     common.print_table(rows, ["model", "method", "explain_batch_size", "explain_s", "reference_s", "ratio", "target",
-                              "met", "speedup_vs_batch_1", "n_forward", "n_backward"])
+                              "met", "speedup_vs_batch_1", "n_forward", "n_backward", "note"])
     judged = [r for r in rows if r.get("met") is not None]
     missed = [f"{r['model']}/{r['method']}/B={r['explain_batch_size']}" for r in judged if not r["met"]]
     print(f"\n{len(judged) - len(missed)}/{len(judged)} targets met" + (f"; missed: {', '.join(missed)}" if missed

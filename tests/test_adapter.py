@@ -9,7 +9,7 @@ import torch
 from xaibench import models
 from xaibench.errors import UserError
 from xaibench.models.base import AttentionRecord, TokenLayout
-from xaibench.models.tokens import merge_matrix, window_to_global
+from dense_tokens import merge_matrix, window_to_global
 
 
 def seeded(shape, seed=0):

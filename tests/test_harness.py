@@ -45,10 +45,14 @@ def test_default_experiment_writes_the_documented_files(tmp_path):
     df = pd.read_parquet(out / "results.parquet")
     assert list(df.columns) == COLUMNS
     methods = {"staa_raw", "staa", "attention", "rollout", "chefer", "stdnorm", "stdnorm_nostd", "gradcam", "shap",
-               "lime", "control_random", "control_constant", "control_gt", "control_gt_inverted"}
+               "lime", "control_random", "control_constant", "control_gt", "control_gt_inverted",
+               "transformer_attribution", "attnlrp"}
     for model in ("timesformer_synth", "vit_synth", "swin_synth"):
         assert set(df[df.model == model]["method"]) == methods
     assert "temporal_ap" not in set(df[df.model == "vit_synth"]["metric"])  # images have no time axis
+    lrp = df[df.method == "transformer_attribution"]  # runs on the ViT, skipped with its reason elsewhere
+    assert set(lrp[lrp.metric == "skipped"].model) == {"timesformer_synth", "swin_synth"}
+    assert (lrp[lrp.model == "vit_synth"].metric != "skipped").all()
     per_sample = df[df.sample_id != "__aggregate__"]
     assert not per_sample.duplicated(["sample_id", "model", "method", "metric"]).any()
     s = pd.read_csv(out / "summary.csv")

@@ -33,7 +33,7 @@ from xaibench.errors import NotApplicable, UserError
 from xaibench.methods.base import Method
 from xaibench.methods._relevance import vecmul
 from xaibench.models.base import AttentionRecord, TokenLayout, Trace
-from xaibench.models.tokens import merge_matrix, window_to_global
+from dense_tokens import merge_matrix, window_to_global
 from xaibench.perturb import FeatureSpec, feature_ids
 
 #: methods documented to run on every model (the others may declare NotApplicable with a reason)

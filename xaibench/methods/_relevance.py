@@ -12,7 +12,7 @@ kind       block shape            embedded matrix G (token -> token)
 global     (B, n, n)              G = block (joint space-time when frames > 1)
 window     (B, nW, q, q)          window k's block scattered onto the original
                                   (unshifted) indices of its tokens, zero outside
-                                  windows (as :func:`xaibench.models.tokens.window_to_global`)
+                                  windows (the tests check this against a dense scatter)
 temporal   (B, P, T, T)           G[(t,p),(t',p)] = block[p, t, t'] (block diagonal
                                   over patches); CLS row/column zero except
                                   G[CLS, CLS] = ``cls_self``

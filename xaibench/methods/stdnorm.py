@@ -31,7 +31,7 @@ Readout and token layouts as in :mod:`xaibench.methods.chefer` (see
 * CLS readout (ViT): ``R[CLS, patches]``.
 * Swin (pooled): window matrices scattered into the stage's global token matrix with
   the cyclic shift undone; patch merging ``R <- M R`` (rows of the 2x2 merged
-  patches averaged, ``merge_matrix``); readout: column sums ``sum_i R[i, j]``
+  patches averaged); readout: column sums ``sum_i R[i, j]``
   at the token grid of the first used block (for the last two blocks of
   Swin-T, its 7x7 final stage).
 * Divided space-time attention (TimeSformer): each layer contributes its temporal then its spatial matrix,

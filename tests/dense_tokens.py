@@ -1,4 +1,5 @@
-"""Token-geometry helpers shared by the attention-based methods.
+"""Dense token-geometry references for the tests (the package never forms these matrices: its methods
+propagate row vectors block by block, xaibench/methods/_relevance.py).
 
 * :func:`window_to_global` scatters Swin window attention (computed on the
   cyclically shifted map) into one global token-to-token matrix in the original

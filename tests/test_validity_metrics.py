@@ -1,0 +1,149 @@
+"""The metrics that carry the verdicts: the segmentation protocol against an independent re-implementation of
+Chefer et al.'s evaluation code (degenerate maps included), the symmetric relevance gain, map properties, the
+model-parameter randomisation test, and the validity verdicts on a shipped model."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from xaibench import methods, metrics, models
+from xaibench.datasets import create as make_dataset
+from xaibench.explanation import Explanation
+from xaibench.metrics.base import EvalContext
+
+
+def chefer_eval(res: torch.Tensor, labels: torch.Tensor):
+    """The per-image numbers of Chefer et al.'s imagenet_seg_eval.py, written out from its description:
+    min-max (0/0 = NaN for a constant map), threshold at the mean, two channels (le, gt) and the soft map
+    (1 - R, R) with NaN -> 0, channel argmax, histograms; AP with NaN -> 0."""
+    r = (res - res.min()) / (res.max() - res.min())
+    ret = r.mean()
+    r1, r0 = r.gt(ret).float(), r.le(ret).float()
+    r1_ap, r0_ap = r.clone(), 1 - r
+    for t in (r1, r0, r1_ap, r0_ap):
+        t[t != t] = 0
+    output = torch.stack([r0, r1])  # (2, H, W)
+    pred = output.argmax(0).numpy() + 1  # torch.max over channels; ties -> channel 0
+    target = labels.numpy().astype(int) + 1
+    correct, labelled = int(((pred == target) * (target > 0)).sum()), int((target > 0).sum())
+    inter = pred * (pred == target)
+    area_inter = np.histogram(inter, bins=2, range=(1, 2))[0]
+    area_pred = np.histogram(pred, bins=2, range=(1, 2))[0]
+    area_lab = np.histogram(target, bins=2, range=(1, 2))[0]
+    soft = torch.stack([r0_ap, r1_ap]).numpy().reshape(-1)
+    onehot = np.stack([labels.numpy() == 0, labels.numpy() == 1]).reshape(-1)
+    ap = float(np.nan_to_num(average_precision_score(onehot, soft)))
+    return correct, labelled, area_inter, area_pred + area_lab - area_inter, ap
+
+
+@pytest.mark.parametrize("kind", ["smooth", "binary", "constant", "zero"])
+def test_segmentation_matches_the_reference_evaluation(kind):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask[0, 8:20, 10:26] = True
+    vol = {"smooth": torch.rand(1, 32, 32, generator=g), "binary": mask.float(),
+           "constant": torch.full((1, 32, 32), 0.3), "zero": torch.zeros(1, 32, 32)}[kind]
+    expl = Explanation(volume=vol, frame_scores=vol.flatten(1).sum(1), token_map=vol)
+    ctx = EvalContext(adapter=None, x=torch.zeros(1, 3, 32, 32), target=0, explanation=expl,
+                      logits=torch.zeros(2), rng=np.random.default_rng(0), mask=mask)
+    seg = metrics.create("segmentation")
+    out = seg.compute(ctx)
+    correct, labelled, inter, union, ap = chefer_eval(vol[0], mask[0])
+    assert out["_correct"] == correct and out["_labelled"] == labelled
+    assert (out["_inter_bg"], out["_inter_fg"]) == tuple(inter)
+    assert (out["_union_bg"], out["_union_fg"]) == tuple(union)
+    assert out["map"] == pytest.approx(ap, abs=1e-12)
+    if kind in ("constant", "zero"):
+        assert out["map"] == pytest.approx(0.5) and out["_inter_fg"] == 0  # empty foreground, AP 0.5
+
+
+def _vit():
+    adapter = models.create("vit_synth")
+    ds = make_dataset("synthetic_image", n_samples=6)
+    return adapter, [ds[i] for i in range(6)]
+
+
+def _ctx(adapter, s, expl, **kw):
+    return EvalContext(adapter=adapter, x=s.x, target=int(s.label), explanation=expl,
+                       logits=adapter.predict(s.x[None])[0], rng=np.random.default_rng(0), mask=s.mask,
+                       frames=s.frames, shared_seed=(0, 1), **kw)
+
+
+def test_srg_is_antisymmetric_and_ranks_the_truth_above_noise():
+    adapter, samples = _vit()
+    srg = metrics.create("srg", n_steps=16, tie_draws=16)
+    gt, inv, rnd = [], [], []
+    for k, s in enumerate(samples):
+        m = s.mask.float()
+        for store, vol in ((gt, m), (inv, 1 - m), (rnd, torch.rand(m.shape, generator=torch.Generator().manual_seed(k)))):
+            store.append(srg.compute(_ctx(adapter, s, Explanation(vol, vol.flatten(1).sum(1), vol)))["srg"])
+    gt, inv, rnd = map(np.array, (gt, inv, rnd))
+    # the inverted map's MoRF curve is the map's LeRF curve and vice versa: equal in expectation over the orders
+    # of the tied features, here up to the Monte Carlo error of 16 antithetic draws
+    np.testing.assert_allclose(inv, -gt, atol=0.1)
+    assert gt.mean() > rnd.mean() + 0.3 and abs(rnd.mean()) < 0.2
+
+
+def test_map_properties():
+    adapter, samples = _vit()
+    mp = metrics.create("map_properties")
+    s = samples[0]
+    const = torch.ones(1, 64, 64)
+    assert mp.compute(_ctx(adapter, s, Explanation(const, const.sum((1, 2)), const))) == \
+        {"degenerate": 1.0, "tie_fraction": 1.0}
+    noise = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = mp.compute(_ctx(adapter, s, Explanation(noise, noise.sum((1, 2)), noise)))
+    assert out == {"degenerate": 0.0, "tie_fraction": 0.0}
+
+
+def test_model_randomisation_tells_a_head_blind_method_from_a_gradient_method():
+    """Attention-only maps ignore the classifier head (Spearman 1 after re-initialising it); Chefer's
+    gradient-weighted rule does not; re-initialising every block changes both."""
+    adapter, samples = _vit()
+    mprt = metrics.create("mprt", blocks=[0, -1], seed=0)
+    res = {}
+    for name in ("attention", "chefer"):
+        m = methods.create(name)
+        vals = []
+        for s in samples[:3]:
+            e = m.explain_sample(adapter, s, int(s.label))
+            vals.append(mprt.compute(_ctx(adapter, s, e, reexplain=lambda ad, s=s, m=m: m.explain_sample(ad, s, int(
+                s.label)), randomised=lambda k, seed: adapter.randomised(k, seed))))
+        res[name] = {k: np.mean([v[k] for v in vals]) for k in vals[0]}
+    assert res["attention"]["mprt_head"] == pytest.approx(1.0)
+    assert res["chefer"]["mprt_head"] < 0.9
+    assert res["attention"]["mprt_all"] < 0.9 and res["chefer"]["mprt_all"] < 0.9
+    # the randomised copies are seeded and leave the original untouched
+    a, b = adapter.randomised(1, 5), adapter.randomised(1, 5)
+    for (k, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(p, q), k
+    ref = models.create("vit_synth").model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in adapter.model.state_dict().items())
+
+
+def test_validity_verdicts_on_a_shipped_model(tmp_path):
+    """On vit_synth: SRG and AP tell the truth from noise (valid); pixel accuracy rewards the empty map at a few
+    per cent of foreground (invalid, with that reason)."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from xaibench.bench.config import conf_dir
+    from xaibench.bench.runner import Runner
+
+    cfg = OmegaConf.load(conf_dir() / "config.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.experiment = OmegaConf.create({"name": "v", "benchmarks": [{"model": "vit_synth", "dataset": "synthetic_image"}],
+                                       "methods": ["control_random", "control_constant", "control_gt",
+                                                   "control_gt_inverted"],
+                                       "metrics": [{"config": "srg", "n_steps": 10}, "localisation", "segmentation"]})
+    cfg.dataset = OmegaConf.create({"n_samples": 8})
+    cfg.print_summary = False
+    cfg.report = False
+    cfg.gallery = 0
+    Runner(cfg, tmp_path / "r").run()
+    v = pd.read_csv(tmp_path / "r" / "validity.csv").set_index("metric")
+    assert v.loc["srg", "verdict"] == "valid" and v.loc["ap", "verdict"] == "valid"
+    assert v.loc["pixel_accuracy", "verdict"] == "invalid"
+    assert v.loc["pixel_accuracy", "reason"].startswith("FAILS: constant better than random")
