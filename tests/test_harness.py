@@ -403,3 +403,36 @@ def test_the_wheel_runs_from_an_empty_folder(tmp_path):
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, HYDRA_FULL_ERROR="0"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert list((empty / "outputs" / "staa_synthetic").glob("*/summary.csv"))
+
+
+# ---------------------------------------------------------------------------- real-data hints and options
+def test_real_data_options_work_as_documented(tmp_path):
+    """docs/real_data.md's `dataset.root=...` works without Hydra's `+`; an explicit `dataset.frames` that
+    does not match the model is refused (no longer silently replaced); a folder given as the gtsegs path is
+    accepted when it holds the file and explained when it does not."""
+    import numpy as np
+    from realdata_fixtures import make_kinetics, write_gtsegs
+
+    kin = make_kinetics(tmp_path / "k400", n_frames=12)
+    tiny = ("experiment.benchmarks=[{model: hf_timesformer_tiny, dataset: kinetics400}]",
+            "experiment.methods=[attention]", "experiment.metrics=[cost]")
+    out = tmp_path / "run"
+    run(*tiny, f"dataset.root={kin['tree']}", "dataset.split=test", "dataset.label_mode=none", *QUIET,
+        f"hydra.run.dir={out}")
+    assert len(pd.read_csv(out / "results.csv")) > 0
+    p = run(*tiny, f"dataset.root={kin['tree']}", "dataset.split=test", "dataset.frames=16", *QUIET,
+            f"hydra.run.dir={tmp_path / 'r2'}", check=False)
+    assert p.returncode == 2 and "dataset.frames=16" in p.stderr and "takes 8" in p.stderr
+
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    write_gtsegs(folder / "gtsegs_ijcv.mat", [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)],
+                 [np.zeros((40, 50), np.uint8)], ["n01440764_1"])
+    from xaibench.datasets import create
+    from xaibench.errors import UserError
+
+    assert len(create("imagenet_seg", path=str(folder))) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is a folder without gtsegs_ijcv.mat"):
+        create("imagenet_seg", path=str(tmp_path / "empty"))
