@@ -1,4 +1,6 @@
-"""The GPU figures, fp32 against bf16, in one short run (about 6 minutes on an H100 / H200).
+"""The GPU figures, fp32 against bf16, in one short run (estimated 5-7 minutes on an H100 / H200).
+
+Not yet run on a GPU (no device was lent when it was written): the estimate is from the model sizes.
 
     python bench/bench_gpu.py --out DIR [--device cuda:N] [--precisions fp32,bf16] [--budget-s 420]
     python bench/bench_gpu.py --out DIR --quick          # CPU smoke test: tiny models and sizes
@@ -18,25 +20,27 @@ precision)``; fp32 is full fp32, torch's default, TF32 off):
    report, gallery or printed summary) shaped like the two paper experiments
    on synthetic data with ground truth at the papers' sizes:
 
-   * ``staa_paper``: random-init TimeSformer-base, synthetic video 8 x 224 x
-     224, the staa_paper methods (STAA raw and enhanced, SHAP with one feature
+   * ``staa_paper``: random-init TimeSformer-base, 8 synthetic clips of 8 x
+     224 x 224, the staa_paper methods (STAA raw and enhanced, SHAP with one feature
      per frame, LIME with one feature per patch of each frame, Grad-CAM,
      rollout, Chefer) and metrics (STAA faithfulness and monotonicity,
      faithfulness correlation, cost), with the SHAP / LIME budgets scaled down
      from 512 / 1000 to 64 / 200 evaluations to fit the time;
-   * ``stdnorm_paper``: random-init ViT-B/16 and Swin-T on synthetic images of
-     224 px (``synthetic_image`` with ``size=224``; its masks play the
+   * ``stdnorm_paper``: random-init ViT-B/16 and Swin-T on 32 synthetic images
+     of 224 px each (``synthetic_image`` with ``size=224``; its masks play the
      ImageNet-segmentation masks), the stdnorm_paper methods and the
      segmentation metrics;
 
    ``samples_per_s`` = samples / the runner's wall time (model building
-   included); ``speedup_vs_fp32`` = fp32 wall time / this wall time;
+   included);
 3. ``metrics.csv`` -- metric throughput as a fraction of batched model
    throughput (``bench_metrics.bench_overhead``: ``ratio`` = metric time /
    (its forward passes x per-input seconds of a batched forward pass)) for
-   every metric, on TimeSformer-base (video) and ViT-B/16 (image) with
-   synthetic samples at 224 px.
+   every metric, on TimeSformer-base (video) and ViT-B/16 (image) with 2
+   synthetic samples at 224 px each, 2 repeats.
 
+Every row has ``speedup_vs_fp32``: the seconds of the same measurement at
+fp32 / its seconds (explain time, run wall time, metric time per sample).
 ``--budget-s``: a step (one section at one precision) that would start after
 this many seconds is skipped and listed at the end, so the run ends in time on
 a lent GPU.  Without a CUDA GPU the script refuses (exit 2) unless ``--quick``,
@@ -160,10 +164,9 @@ def section_e2e(sz, quick, device, precision, rows):
             t, prov = run_experiment(exp, device, precision, Path(d) / "run")
         n = sum(c["dataset_info"]["n"] for c in prov["components"])
         passes = prov["passes"]
-        fp32 = next((r["wall_s"] for r in rows if r["shape"] == shape and r["precision"] == "fp32"), None)
         row = dict(section="e2e", shape=shape, models=" ".join(c["model"] for c in prov["components"]),
                    precision=precision, n_samples=n, n_methods=len(exp["methods"]), wall_s=t,
-                   samples_per_s=n / t, speedup_vs_fp32=None if fp32 is None else fp32 / t,
+                   samples_per_s=n / t,
                    forward=passes["forward"], backward=passes["backward"], cache_hits=passes["cache_hits"],
                    forward_per_s=passes["forward"] / t,
                    forward_time_s=json.dumps(prov.get("forward_time_s", {}), sort_keys=True),
@@ -194,6 +197,20 @@ def section_metrics(sz, device, precision, rows):
                                      sz["metric_batch"], rows)
         del adapter, data
         free(device)
+
+
+#: per section: the columns that identify a measurement, and its seconds (for speedup_vs_fp32)
+SPEEDUP_KEYS = {"methods": (("model", "method", "explain_batch_size"), "explain_s"),
+                "e2e": (("shape",), "wall_s"), "metrics": (("kind", "metric"), "ours_s")}
+
+
+def add_speedups(section, rows):
+    """``speedup_vs_fp32`` = the fp32 row's seconds / this row's seconds, for the same measurement."""
+    keys, col = SPEEDUP_KEYS[section]
+    fp32 = {tuple(r.get(k) for k in keys): r.get(col) for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        base, t = fp32.get(tuple(r.get(k) for k in keys)), r.get(col)
+        r["speedup_vs_fp32"] = base / t if base and t else None
 
 
 def free(device):
@@ -252,6 +269,7 @@ def main(argv=None):
             for r in step:
                 r.update(gpu=gpu, quick=args.quick)
             rows += step
+            add_speedups(section, rows)
             common.write_csv(rows, out / f"{section}.csv")
         if rows:
             print(f"\n== {section} ==")
@@ -262,11 +280,11 @@ def main(argv=None):
 
 def print_section(section, rows):
     cols = {"methods": ["model", "precision", "method", "explain_batch_size", "explain_s", "reference_s", "ratio",
-                        "target", "met", "speedup_vs_batch_1", "note"],
+                        "target", "met", "speedup_vs_batch_1", "speedup_vs_fp32", "note"],
             "e2e": ["shape", "models", "precision", "n_samples", "wall_s", "samples_per_s", "speedup_vs_fp32",
                     "forward", "cache_hits", "peak_gpu_mb"],
             "metrics": ["kind", "model", "precision", "metric", "n_forward", "forward_s_per_input", "ratio",
-                        "ratio_same_calls", "own_work_s", "ratio_own", "ok"]}[section]
+                        "ratio_same_calls", "own_work_s", "ratio_own", "speedup_vs_fp32", "ok"]}[section]
     common.print_table(rows, cols)
 
 

@@ -41,7 +41,7 @@ from scipy import stats
 from ..errors import UserError, check_range
 from . import METRICS
 from ..perturb import feature_means, feature_totals
-from .perturbation import PerturbationMetric, target_output
+from .perturbation import PerturbationMetric
 
 
 def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:

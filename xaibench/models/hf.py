@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import List
 
-import torch
 from torch import nn
 
 from .base import HookPoint, ModelAdapter, TokenLayout
