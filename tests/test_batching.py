@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from run_config import make_cfg
+
 from xaibench import methods, models
-from xaibench.bench.config import conf_dir
 from xaibench.bench.runner import Runner
 from xaibench.datasets import create as make_dataset
 
@@ -76,19 +77,7 @@ def test_output_cache_evaluates_a_mask_once():
 
 
 def _cfg(experiment, **top):
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(conf_dir() / "config.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.experiment = OmegaConf.create(experiment)
-    cfg.dataset = OmegaConf.create({"n_samples": 5})
-    cfg.print_summary = False
-    cfg.report = False
-    cfg.gallery = 0
-    for k, v in top.items():
-        cfg[k] = v
-    return cfg
+    return make_cfg(experiment, n_samples=5, **top)
 
 
 EXP = {"name": "t", "benchmarks": [{"model": "hf_vit_tiny", "dataset": "synthetic_image"}],

@@ -126,22 +126,13 @@ def test_validity_verdicts_on_a_shipped_model(tmp_path):
     """On vit_synth: SRG and AP tell the truth from noise (valid); pixel accuracy rewards the empty map at a few
     per cent of foreground (invalid, with that reason)."""
     import pandas as pd
-    from omegaconf import OmegaConf
+    from run_config import make_cfg
 
-    from xaibench.bench.config import conf_dir
     from xaibench.bench.runner import Runner
 
-    cfg = OmegaConf.load(conf_dir() / "config.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.experiment = OmegaConf.create({"name": "v", "benchmarks": [{"model": "vit_synth", "dataset": "synthetic_image"}],
-                                       "methods": ["control_random", "control_constant", "control_gt",
-                                                   "control_gt_inverted"],
-                                       "metrics": [{"config": "srg", "n_steps": 10}, "localisation", "segmentation"]})
-    cfg.dataset = OmegaConf.create({"n_samples": 8})
-    cfg.print_summary = False
-    cfg.report = False
-    cfg.gallery = 0
+    cfg = make_cfg({"name": "v", "benchmarks": [{"model": "vit_synth", "dataset": "synthetic_image"}],
+                    "methods": ["control_random", "control_constant", "control_gt", "control_gt_inverted"],
+                    "metrics": [{"config": "srg", "n_steps": 10}, "localisation", "segmentation"]}, n_samples=8)
     Runner(cfg, tmp_path / "r").run()
     v = pd.read_csv(tmp_path / "r" / "validity.csv").set_index("metric")
     assert v.loc["srg", "verdict"] == "valid" and v.loc["ap", "verdict"] == "valid"

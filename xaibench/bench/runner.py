@@ -321,7 +321,8 @@ class Runner:
                                 f"no dataset of the experiment fits model {model_c.label!r}: " + "; ".join(problems)
                                 + f". Choose one with dataset=NAME (valid: {', '.join(C.options('dataset'))})")
             for p in problems:
-                print(f"(skipping a dataset that does not fit {model_c.label}: {p})")
+                print(textwrap.fill(f"(skipping a dataset that does not fit {model_c.label}: {p})", 120,
+                                    subsequent_indent="    "))
             for data_c, dataset in runs:
                 yield model_c, adapter, data_c, dataset
 
@@ -416,7 +417,7 @@ class Runner:
             self.rows.append(row)
             self._append({"kind": "sample", "key": list(key), "rows": [row]})
             self.done.add(key)
-        print(f"skipping {c.label} on {base['model']}: {reason}")
+        print(textwrap.fill(f"skipping {c.label} on {base['model']}: {reason}", 120, subsequent_indent="    "))
 
     def _skip_sample(self, dlabel, mlabel, i, reason):
         key = ("skip", dlabel, mlabel, i)

@@ -454,7 +454,8 @@ def mark_best(summary: pd.DataFrame, comparisons: pd.DataFrame, alpha: float = 0
     the arm(s) with the best mean (highest if ``higher_is_better``, else
     lowest), ``tied`` for the arms whose paired comparison with a best arm
     (``comparisons``, Holm-adjusted) has ``p_holm >= alpha``.  Controls are
-    reference points and never marked; an arm without a comparison (e.g. a
+    reference points and never marked, nor are descriptive metrics (map
+    properties: they describe, not score); an arm without a comparison (e.g. a
     metric with only a dataset-level aggregate) is not marked tied.
     """
     out = np.full(len(summary), "", dtype=object)
@@ -469,8 +470,9 @@ def mark_best(summary: pd.DataFrame, comparisons: pd.DataFrame, alpha: float = 0
                                        c["method_b"], c["params_b"].astype(str), c["p_holm"]):
         p_of[(*fam, ma, pa, mb, pb)] = p_of[(*fam, mb, pb, ma, pa)] = p
     members = {}
+    metric = summary["metric"].astype(str).to_numpy(dtype=object)
     for i in range(len(summary)):
-        if not is_control(method[i]) and np.isfinite(mean[i]):
+        if not is_control(method[i]) and np.isfinite(mean[i]) and metric[i] not in DESCRIPTIVE_METRICS:
             members.setdefault(family[i], []).append(i)
     for fam, idx in members.items():
         top = max(mean[idx]) if _direction(hib[idx]) else min(mean[idx])

@@ -63,7 +63,8 @@ for _b in BUILDERS:
 
 
 # the project's own trained models (recipes in conf/model/<name>.yaml, trained by `xaibench-train`)
-SHIPPED = ("timesformer_synth", "vit_synth", "swin_synth", "timm_vit_synth", "timm_swin_synth")
+SHIPPED = ("timesformer_synth", "vit_synth", "swin_synth", "timm_vit_synth", "timm_swin_synth", "videomae_synth",
+           "vivit_synth", "deit_synth")
 
 
 def shipped_names():

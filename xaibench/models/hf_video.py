@@ -13,7 +13,8 @@ token frames at once: one ``global`` record per layer.
   reads ``fc_norm(mean of the final tokens)`` -> prefix 0, readout ``pool``.
   The probabilities are the second output of ``VideoMAESelfAttention``
   (``layer.attention.attention``), the module transformers itself records for
-  ``output_attentions``.
+  ``output_attentions``.  Default normalisation: the ImageNet mean / std of the
+  original VideoMAE code.
 * **ViViT** (``VivitForVideoClassification``, Arnab et al., ICCV 2021, the
   unfactorised "model 1"): a CLS token before the tubelets, the head reads the
   final CLS -> prefix 1, readout ``cls``.  Probabilities: the second output of
