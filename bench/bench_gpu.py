@@ -270,12 +270,18 @@ def main(argv=None):
                 r.update(gpu=gpu, quick=args.quick)
             rows += step
             add_speedups(section, rows)
-            common.write_csv(rows, out / f"{section}.csv")
+            common.write_csv(rows, out / f"{section}.csv", csv_columns(section, rows))
         if rows:
             print(f"\n== {section} ==")
             print_section(section, rows)
     print(f"\ndone in {time.perf_counter() - t_start:.0f} s; CSVs in {out}"
           + (f"; skipped (over budget): {', '.join(skipped)}" if skipped else ""))
+
+
+def csv_columns(section, rows):
+    extra = ["speedup_vs_fp32", "gpu", "quick"]
+    base = {"methods": bench_methods.COLUMNS, "metrics": bench_metrics.COLUMNS}.get(section) or list(rows[0])
+    return [c for c in base if c not in extra] + extra
 
 
 def print_section(section, rows):

@@ -23,9 +23,12 @@ default) and ``cache=false``.  For each run it reports, per model and in total:
   ``cache=false`` run minus that of the ``cache=true`` run, per model; the
   total row also gives ``cache_hits``, the runner's own count
   (``provenance.json`` ``passes.cache_hits``), which must agree with it;
-* ``forward_all`` (total rows): every forward pass of the run
-  (``provenance.json`` ``passes.forward``: also the prediction of each sample
-  and the warm-up explanations).
+* ``forward_all`` (total rows): every forward pass of the run, the adapter's
+  own count (``provenance.json`` ``passes.forward``).  It differs from
+  ``forward_total`` by the prediction of each sample (one pass, counted only
+  here) and by traces shared by several arms of one method (``staa_raw`` and
+  ``staa``; ``stdnorm`` and ``stdnorm_nostd``): the results charge such a
+  trace to every arm, as each arm's own cost.
 
 The cache must not change any result: the script compares the two runs'
 ``summary.csv`` means of every metric but the cost ones and prints the largest

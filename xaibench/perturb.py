@@ -169,7 +169,7 @@ def descending(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return order, torch.cumsum(new, 0) - 1
 
 
-def tie_orders(scores: torch.Tensor, rng: np.random.Generator, draws: int = 4):
+def tie_orders(scores: torch.Tensor, rng: np.random.Generator, draws: int = 2):
     """Orders of the features by decreasing score, the tie policy of docs/metrics.md.
 
     Features with distinct scores keep their order; tied features (equal

@@ -239,7 +239,10 @@ class Runner:
         print(text)
         if validity is not None and len(validity):
             print("\nmetric validity (controls: gt > random, gt > inverted gt, constant not > random; validity.csv):")
+            from .stats import COST_METRICS, DESCRIPTIVE_METRICS
+
             for (d, m), g in validity.groupby(["dataset", "model"], sort=False):
+                g = g[~g.metric.isin(COST_METRICS + DESCRIPTIVE_METRICS)]  # not scores of the explanation
                 parts = [f"{v} {', '.join(g[g.verdict == v].metric)}" for v in ("valid", "invalid", "untestable")
                          if (g.verdict == v).any()]
                 print(textwrap.fill(f"{m} on {d}: " + "; ".join(parts), 120, subsequent_indent="    "))

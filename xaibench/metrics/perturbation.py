@@ -56,7 +56,7 @@ class PerturbationMetric(Metric):
     def __init__(self, baseline: str = "zero", features: str = "grid", cell: int | None = None,
                  frames_per_group: int = 1, n_segments: int = 64, compactness: float = 10.0,
                  batch_size: int | None = None, blur_sigma: float = 4.0, output: str | None = None,
-                 tie_draws: int = 4):
+                 tie_draws: int = 2):
         self.spec = FeatureSpec(features=features, cell=cell, frames_per_group=frames_per_group,
                                 n_segments=n_segments, compactness=compactness, baseline=baseline,
                                 blur_sigma=blur_sigma, prefix="metric")
