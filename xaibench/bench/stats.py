@@ -286,6 +286,9 @@ def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             outcomes, reasons = ["na"], ["a cost metric: it measures the method, not the explanation"]
         elif key["metric"] in DESCRIPTIVE_METRICS:
             outcomes, reasons = ["na"], ["descriptive: it describes the map, it does not score it"]
+        elif str(key["metric"]).startswith("mprt_"):
+            outcomes, reasons = ["na"], ["a sanity check of the method (model-parameter randomisation): controls do not "
+                                         "depend on the model, so they score 1 by construction"]
         elif len(samples) == 0:
             outcomes, reasons = ["na"], ["only a dataset-level aggregate value: no per-sample values to pair"]
         else:
