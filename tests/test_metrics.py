@@ -432,15 +432,21 @@ def test_bad_subset_size_and_cell_are_user_errors(mlp):
 
 # --------------------------------------------------------------------------- cost
 def test_measure_sees_torch_cpu_allocations():
-    with measure() as m:
-        t = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
-        del t
-    assert m.seconds > 0
-    if m.method == "vmhwm":
-        assert 60 <= m.peak_mb <= 200
-    with measure() as m2:
-        pass
-    assert m2.peak_mb < 16
+    """In a fresh process (in a long test session the allocator may already hold enough freed, resident memory
+    to serve the allocation without raising the RSS: the measurement is a documented lower bound)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from xaibench.metrics.cost import measure\n"
+            "with measure() as m:\n    t = torch.ones(64 * 1024 * 1024 // 4); del t\n"
+            "with measure() as m2:\n    pass\n"
+            "print(m.method, m.peak_mb, m.seconds, m2.peak_mb)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    method, peak, secs, idle = out.stdout.split()
+    assert float(secs) > 0
+    if method == "vmhwm":
+        assert 60 <= float(peak) <= 200
+    assert float(idle) < 16
 
 
 def test_cost_reports_what_the_harness_measured(mlp):

@@ -37,8 +37,12 @@ def test_committed_summary_fits_120_columns_and_keeps_every_metric():
     assert sum(last - first + 1 for first, last, _ in blocks) == per_bench.sum()
     assert sorted({n for *_, n in blocks}) == sorted(set(per_bench))
     assert "\033" not in t
+    # every method appears once in each block of each benchmark it has results on
+    per_model_blocks = {m: sum(f"· {m} " in line for line in t.splitlines() if "(metrics" in line)
+                        for m in s["model"].unique()}
     for method in s["method"].unique():
-        assert sum(x.startswith(method + " ") for x in t.splitlines()) == len(blocks)
+        expected = sum(per_model_blocks[m] for m in s[s["method"] == method]["model"].unique())
+        assert sum(x.startswith(method + " ") for x in t.splitlines()) == expected, method
 
 
 @pytest.mark.parametrize("width", [120, 80])
