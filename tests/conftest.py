@@ -155,3 +155,37 @@ class NetAdapter(ModelAdapter):
 def net_adapter():
     """The :class:`NetAdapter` class."""
     return NetAdapter
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test; the hub is off and no weights folder is configured."""
+    import socket
+
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for v in ("XAIBENCH_WEIGHTS", "XAIBENCH_HF_HOME"):
+        monkeypatch.delenv(v, raising=False)
+
+
+def check_explanation(e, adapter, method_name, method, passes):
+    """What every explanation of every method on every model must satisfy: shapes from the adapter's layout,
+    finite, not all zero, and the model passes its kind implies (controls none; a traced method one forward
+    pass, plus one backward pass exactly when it asked for gradients)."""
+    T = adapter.num_frames
+    assert e.volume.shape == (T, adapter.image_size, adapter.image_size) and e.frame_scores.shape == (T,)
+    assert e.token_map.dim() == 3 and e.token_map.shape[0] == adapter.layout.frames
+    assert tuple(e.token_map.shape[1:]) in [tuple(g) for g in adapter.layout.stages]
+    for t in (e.volume, e.frame_scores, e.token_map):
+        assert torch.isfinite(t).all()
+    assert e.volume.abs().sum() > 0
+    req = method.trace_request(adapter)
+    if method_name.startswith("control_"):
+        assert passes == {"forward": 0, "backward": 0}
+    elif req is not None:
+        assert passes == {"forward": 1, "backward": int(bool(req.get("grads")))}
+    return req

@@ -9,7 +9,6 @@ architectures, except the last test, which checks the shipped trained models.
 
 import json
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -170,19 +169,6 @@ def test_reshape_tokens_maps_the_stage_vector_index(builder):
 # -------------------------------------------------------------------- pretrained
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*a, **k):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for v in ("XAIBENCH_WEIGHTS", "XAIBENCH_HF_HOME"):
-        monkeypatch.delenv(v, raising=False)
 
 
 def tiny_hf(kind):

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import check_explanation
 import torch
 from torch import nn
 
@@ -690,20 +691,8 @@ def test_every_method_every_tiny_model(tiny, tiny_name, method):
     sample = make_sample(a)
     with a.counting() as n:
         e = _explain_or_skip(method, m, a, sample, 1)
-    T = a.num_frames
-    assert e.volume.shape == (T, a.image_size, a.image_size)
-    assert e.frame_scores.shape == (T,)
-    assert e.token_map.dim() == 3 and e.token_map.shape[0] == a.layout.frames
-    assert tuple(e.token_map.shape[1:]) in [tuple(s) for s in a.layout.stages]
-    for t in (e.volume, e.frame_scores, e.token_map):
-        assert torch.isfinite(t).all()
-    assert e.volume.abs().sum() > 0
-    req = m.trace_request(a)
-    if method.startswith("control_"):
-        assert n == {"forward": 0, "backward": 0}
-    elif req is not None:  # one traced pass: forward, and backward exactly when gradients were requested
-        assert n == {"forward": 1, "backward": int(bool(req.get("grads")))}
-    else:
+    req = check_explanation(e, a, method, m, n)
+    if req is None and not method.startswith("control_"):  # perturbation methods: their budget of forward passes
         assert n["forward"] >= 1 and n["backward"] == 0
 
 

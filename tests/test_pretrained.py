@@ -2,7 +2,6 @@
 saved with ``save_pretrained`` / as timm state dicts, loaded back through the local
 path, ``$XAIBENCH_WEIGHTS`` and a fake Hugging Face cache, with the network blocked."""
 
-import socket
 
 import pytest
 import torch
@@ -18,17 +17,8 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*a, **k):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for v in ("XAIBENCH_WEIGHTS", "XAIBENCH_HF_HOME"):
-        monkeypatch.delenv(v, raising=False)
+def _offline(no_network):
+    """Every test here runs with the network blocked (conftest.no_network)."""
 
 
 def tiny_timesformer(num_labels=5, **kw):

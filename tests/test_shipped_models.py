@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import check_explanation
 import torch
 
 from xaibench import datasets, methods, models
@@ -64,17 +65,6 @@ def test_every_method_on_every_shipped_model(shipped_models, shipped_name, metho
         if method in ANY_MODEL:
             raise
         pytest.skip(f"{method} does not apply to {shipped_name}: {err}")
-    T = a.num_frames
-    assert e.volume.shape == (T, a.image_size, a.image_size) and e.frame_scores.shape == (T,)
-    assert e.token_map.shape[0] == a.layout.frames
-    assert tuple(e.token_map.shape[1:]) in [tuple(g) for g in a.layout.stages]
-    for t in (e.volume, e.frame_scores, e.token_map):
-        assert torch.isfinite(t).all()
-    assert e.volume.abs().sum() > 0
-    req = m.trace_request(a)
-    if method.startswith("control_"):
-        assert n == {"forward": 0, "backward": 0}
-    elif req is not None:
-        assert n == {"forward": 1, "backward": int(bool(req.get("grads")))}
-    else:
+    req = check_explanation(e, a, method, m, n)
+    if req is None and not method.startswith("control_"):  # perturbation methods: their budget of forward passes
         assert n["forward"] >= 1 and n["backward"] == 0
