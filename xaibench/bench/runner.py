@@ -269,7 +269,8 @@ class Runner:
         atomic_to_csv(table, self.out / "reference_comparison.csv", index=False)
         with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_colwidth", 30):
             print("\n== against the published numbers ==")
-            print(table.drop(columns=[c for c in ("source", "note", "params") if c in table]).to_string(index=False))
+            print(table.drop(columns=[c for c in ("source", "note", "params", "verified") if c in table]).to_string(
+                index=False))
 
     def _seed_components(self, plan: C.Plan):
         """``seed`` seeds every seeded method and metric (SHAP, LIME, controls ...) unless set explicitly."""
