@@ -16,7 +16,7 @@ precision)``; fp32 is full fp32, torch's default, TF32 off):
    400 classes), ViT-B/16 and Swin-T (224 px, 1000 classes), at explain batch
    sizes 1 and 8; SHAP / LIME with 256 evaluations (``budget=coarsen``);
 2. ``e2e.csv`` -- end-to-end samples per second of runs of the harness
-   (:class:`xaibench.bench.runner.Runner`, options as ``make run`` but no
+   (:class:`xaibench.run.runner.Runner`, options as ``make run`` but no
    report, gallery or printed summary) shaped like the two paper experiments
    on synthetic data with ground truth at the papers' sizes:
 
@@ -124,11 +124,11 @@ def experiments(sz: dict, quick: bool) -> dict:
 
 def run_experiment(exp: dict, device: str, precision: str, out: Path):
     """(seconds, provenance) of one Runner run of ``exp``."""
-    import xaibench.bench.app  # noqa: F401  (registers the config schema the top-level config extends)
+    import xaibench.run.app  # noqa: F401  (registers the config schema the top-level config extends)
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from xaibench.bench.runner import Runner
+    from xaibench.run.runner import Runner
 
     with initialize_config_module(config_module="xaibench.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"device={device}", f"precision={precision}", "print_summary=false",

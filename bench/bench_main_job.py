@@ -63,7 +63,7 @@ COLUMNS = ["cache", "model", "n_samples", "n_methods", "wall_s", "run_wall_s", "
 
 def xaibench_command():
     exe = Path(sys.executable).parent / "xaibench"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "xaibench.bench.app"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "xaibench.run.app"]
 
 
 def run_job(run_dir: Path, cache: bool, threads: int, extra) -> float:

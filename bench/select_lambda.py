@@ -27,9 +27,9 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-import xaibench.bench.app  # noqa: F401  (registers the config schema the top-level config extends)
-from xaibench.bench.config import CONF_DIR
-from xaibench.bench.runner import Runner
+import xaibench.run.app  # noqa: F401  (registers the config schema the top-level config extends)
+from xaibench.run.plan import CONF_DIR
+from xaibench.run.runner import Runner
 
 GRID_LAMBDA = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0]
 GRID_SMOOTHING = ["none", "ema"]

@@ -5,7 +5,7 @@
   temporary folder for the whole session, so the data folder of
   ``xaibench-fetch`` (default ``~/.cache/xaibench/data``) never leaks into a test.
 * ``tiny_models``: one small random-init model per ``conf/model/*_tiny.yaml``,
-  built through the config mechanism (``xaibench.bench.config.component``),
+  built through the config mechanism (``xaibench.run.plan.component``),
   with smaller sizes where the builder takes them; a family added as a new
   ``*_tiny.yaml`` joins every test parametrised by ``tiny_name`` by itself.
 * ``shipped_name``: parametrises a test over ``xaibench.models.shipped_names()``.
@@ -32,7 +32,7 @@ atexit.register(shutil.rmtree, DATA_HOME, ignore_errors=True)
 torch.set_num_threads(1)
 
 from xaibench import models  # noqa: E402
-from xaibench.bench.config import component, conf_dir  # noqa: E402
+from xaibench.run.plan import component, conf_dir  # noqa: E402
 from xaibench.models.base import ModelAdapter, TokenLayout  # noqa: E402
 
 #: smaller sizes applied where a tiny config's builder takes the parameter (never larger than the config's)

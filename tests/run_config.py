@@ -1,9 +1,9 @@
 """A run configuration without Hydra's command line: the packaged config.yaml with an experiment given inline,
-for tests that drive :class:`xaibench.bench.runner.Runner` in-process."""
+for tests that drive :class:`xaibench.run.runner.Runner` in-process."""
 
 from omegaconf import OmegaConf
 
-from xaibench.bench.config import conf_dir
+from xaibench.run.plan import conf_dir
 
 
 def make_cfg(experiment: dict, n_samples: int = 2, **top):

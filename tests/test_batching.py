@@ -11,7 +11,7 @@ import torch
 from run_config import make_cfg
 
 from xaibench import methods, models
-from xaibench.bench.runner import Runner
+from xaibench.run.runner import Runner
 from xaibench.datasets import create as make_dataset
 
 BATCHABLE = [("attention", {}), ("rollout", {}), ("chefer", {}), ("stdnorm", {}), ("gradcam", {}),
@@ -100,7 +100,7 @@ def test_workers_and_explain_batch_size_keep_the_rows(tmp_path):
 
 
 def test_shards_merged_give_the_rows_of_the_whole_run(tmp_path):
-    from xaibench.bench.merge import merge_runs
+    from xaibench.analysis.merge import merge_runs
 
     Runner(_cfg(EXP), tmp_path / "whole").run()
     for i in range(3):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from realdata_fixtures import CLASSES, HEADER, frame_level, write_gtsegs, write_video
-from xaibench.bench import fetch
+from xaibench.tools import fetch
 from xaibench.datasets.imagenet_seg import ImageNetSeg
 from xaibench.datasets.kinetics400 import Kinetics400
 from xaibench.errors import UserError

@@ -1,4 +1,4 @@
-"""The report's explanation store (xaibench.bench.gallery)."""
+"""The report's explanation store (xaibench.analysis.gallery)."""
 
 import re
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from xaibench.bench.gallery import Gallery, read_gallery
+from xaibench.analysis.gallery import Gallery, read_gallery
 
 
 def _sample(sid="clip-0", T=4, H=8, W=8, seed=0, label=2, video=True):

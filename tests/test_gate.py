@@ -1,4 +1,4 @@
-"""The regression gate ``xaibench-gate`` (xaibench/bench/gate.py): rule, exit codes, inputs, --update, reports."""
+"""The regression gate ``xaibench-gate`` (xaibench/analysis/gate.py): rule, exit codes, inputs, --update, reports."""
 
 import math
 import os
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from xaibench.bench import gate
-from xaibench.bench.results import AGGREGATE, KEYS, to_frame
+from xaibench.analysis import gate
+from xaibench.analysis.results import AGGREGATE, KEYS, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB = ROOT / "results" / "main_job"
@@ -248,7 +248,7 @@ def test_console_script_prints_no_traceback(tmp_path):
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text(GOOD)
     bad.write_text(GOOD.replace("0.8", "oops"))
-    p = subprocess.run([sys.executable, "-m", "xaibench.bench.gate", str(bad), str(good)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "xaibench.analysis.gate", str(bad), str(good)], capture_output=True,
                        text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "'oops'" in p.stderr
 

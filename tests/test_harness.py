@@ -13,10 +13,10 @@ import pytest
 
 from run_config import make_cfg
 
-from xaibench.bench.results import COLUMNS
+from xaibench.analysis.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
-XAIBENCH = [sys.executable, "-c", "from xaibench.bench.app import main; main()"]
+XAIBENCH = [sys.executable, "-c", "from xaibench.run.app import main; main()"]
 STAA = "experiment=staa_synthetic"
 TINY = "experiment.benchmarks=[{model: hf_timesformer_tiny, dataset: synthetic_video}]"
 QUIET = ["report=false", "threads=1", "gallery=0"]
@@ -272,7 +272,7 @@ def test_figures_and_gallery(tmp_path):
 
     w, h = Image.open(tmp_path / "figures" / pngs[0]).size
     assert w > 600 and h > 200
-    from xaibench.bench.gallery import read_gallery
+    from xaibench.analysis.gallery import read_gallery
 
     items = read_gallery(tmp_path / "gallery.h5")
     assert len(items) == 1 and set(items[0].methods) == {"staa", "staa_raw"}
@@ -282,7 +282,7 @@ def test_file_names_from_data_stay_inside_the_run_folder(tmp_path, monkeypatch):
     """A sample id such as ../../../../x/evil (a Kinetics youtube_id) never escapes the run folder."""
     from omegaconf import OmegaConf
 
-    from xaibench.bench import runner as R
+    from xaibench.run import runner as R
     from xaibench.datasets.synthetic import SyntheticClips
 
     orig = SyntheticClips.__getitem__
@@ -307,7 +307,7 @@ _cfg = make_cfg
 
 def test_a_method_that_does_not_apply_is_skipped_with_its_reason(tmp_path):
     """A pair found inapplicable in check() or only inside explain() gives one `skipped` row, no crash."""
-    from xaibench.bench.runner import Runner
+    from xaibench.run.runner import Runner
     from xaibench.errors import NotApplicable
     from xaibench.methods import METHODS
     from xaibench.methods.base import Method
@@ -333,7 +333,7 @@ def test_a_method_that_does_not_apply_is_skipped_with_its_reason(tmp_path):
 
 
 def test_skipped_samples_are_counted_on_the_console_and_in_the_summary(tmp_path, monkeypatch, capsys):
-    from xaibench.bench.runner import Runner
+    from xaibench.run.runner import Runner
     from xaibench.datasets.base import SkipSample
     from xaibench.datasets.synthetic import SyntheticClips
 
@@ -386,7 +386,7 @@ def test_the_wheel_runs_from_an_empty_folder(tmp_path):
     boot = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
             f"sys.path.insert(0, {str(site)!r}); import xaibench; "
             f"assert xaibench.__file__.startswith({str(site)!r}), xaibench.__file__; "
-            "from xaibench.bench.app import main; main()")
+            "from xaibench.run.app import main; main()")
     p = subprocess.run([sys.executable, "-c", boot, STAA, TINY, "dataset.n_samples=1", *QUIET], cwd=empty,
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, HYDRA_FULL_ERROR="0"))
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Atomic writes, safe file names and journal repair (xaibench.bench.io)."""
+"""Atomic writes, safe file names and journal repair (xaibench.io)."""
 
 import json
 import signal
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench.bench.io import atomic_path, atomic_to_csv, atomic_to_parquet, atomic_write_text, repair_jsonl, safe_name
+from xaibench.io import atomic_path, atomic_to_csv, atomic_to_parquet, atomic_write_text, repair_jsonl, safe_name
 
 
 def _leftovers(folder):
@@ -66,7 +66,7 @@ def test_sigint_during_repeated_writes_never_leaves_a_partial_file(tmp_path):
     target = tmp_path / "big.csv"
     child = textwrap.dedent(f"""
         import sys, numpy as np, pandas as pd
-        from xaibench.bench.io import atomic_to_csv
+        from xaibench.io import atomic_to_csv
         df = pd.DataFrame(np.arange(400_000).reshape(-1, 4), columns=list("abcd"))
         atomic_to_csv(df, {str(target)!r}, index=False)
         print("ready", flush=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from xaibench import methods, models
-from xaibench.bench.config import component, conf_dir
+from xaibench.run.plan import component, conf_dir
 from xaibench.datasets.base import Sample
 from xaibench.errors import NotApplicable, UserError
 from xaibench.methods.base import Method

@@ -14,11 +14,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from realdata_fixtures import make_kinetics, write_gtsegs
-from xaibench.bench import app  # noqa: F401  (registers the config schema that conf/config.yaml names)
-from xaibench.bench.config import conf_dir, load, plan
-from xaibench.bench.reference import read_reference, reference_path
-from xaibench.bench.results import AGGREGATE
-from xaibench.bench.runner import Runner
+from xaibench.run import app  # noqa: F401  (registers the config schema that conf/config.yaml names)
+from xaibench.run.plan import conf_dir, load, plan
+from xaibench.analysis.reference import read_reference, reference_path
+from xaibench.analysis.results import AGGREGATE
+from xaibench.run.runner import Runner
 from xaibench.datasets.realdata import read_class_list
 from xaibench.models.hf import build_hf_swin, build_hf_timesformer, build_hf_vit
 
@@ -188,7 +188,7 @@ def test_a_parameter_given_to_a_parameterless_metric_is_a_user_error():
 
 
 def test_compare_joins_published_numbers_by_hand(tmp_path):
-    from xaibench.bench.reference import compare
+    from xaibench.analysis.reference import compare
     from xaibench.errors import UserError
 
     ref = tmp_path / "ref.csv"

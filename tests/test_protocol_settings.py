@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from realdata_fixtures import write_gtsegs
 from xaibench import models
-from xaibench.bench.config import conf_dir, plan
+from xaibench.run.plan import conf_dir, plan
 from xaibench.methods._perturbation import min_samples
 from xaibench.perturb import FeatureSpec, n_features
 
@@ -233,7 +233,7 @@ def put_in_hub_cache(hub, repo_id, model):
 
 
 def test_stdnorm_paper_runs_every_arm_end_to_end(tmp_path, monkeypatch):
-    from xaibench.bench.runner import Runner
+    from xaibench.run.runner import Runner
     from xaibench.models.hf import build_hf_swin, build_hf_vit
 
     monkeypatch.setenv("XAIBENCH_HF_HOME", str(tmp_path / "hf"))

@@ -1,4 +1,4 @@
-"""report.html (xaibench.bench.report): structure, missing pieces, multirun, and a real browser."""
+"""report.html (xaibench.analysis.report): structure, missing pieces, multirun, and a real browser."""
 
 import base64
 import io
@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xaibench.bench import report as R
-from xaibench.bench.gallery import Gallery
+from xaibench.analysis import report as R
+from xaibench.analysis.gallery import Gallery
 
 BENCHES = [("synthetic_video", "timesformer_synth"), ("synthetic_image", "vit_synth")]
 METHODS = [("staa", {"lambda": 0.5, "layers": 1}), ("staa", {"lambda": 1.0, "layers": 1}),
@@ -244,7 +244,7 @@ def test_multirun_folder_uses_merge_runs(tmp_path, monkeypatch):
                                runs=pd.DataFrame({"path": [str(sweep / "0"), str(sweep / "1")],
                                                   "overrides": ["method.lambda=0.5", "method.lambda=2.0"]}))
 
-    import xaibench.bench.merge as M
+    import xaibench.analysis.merge as M
 
     monkeypatch.setattr(M, "merge_runs", fake_merge_runs)
     text = R.write_report(sweep).read_text()
@@ -257,8 +257,8 @@ def test_multirun_folder_uses_merge_runs(tmp_path, monkeypatch):
 
 
 def test_multirun_with_the_real_merge(tmp_path):
-    M = pytest.importorskip("xaibench.bench.merge")
-    from xaibench.bench.results import to_frame
+    M = pytest.importorskip("xaibench.analysis.merge")
+    from xaibench.analysis.results import to_frame
 
     sweep = tmp_path / "sweep"
     for i, lam in enumerate((0.5, 2.0)):

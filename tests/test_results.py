@@ -1,4 +1,4 @@
-"""The result tables (xaibench.bench.results): summary with intervals, validity, comparisons, ranking files."""
+"""The result tables (xaibench.analysis.results): summary with intervals, validity, comparisons, ranking files."""
 
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench.bench import results as R
-from xaibench.bench import stats as S
+from xaibench.analysis import results as R
+from xaibench.analysis import stats as S
 
 MAIN_JOB = Path(__file__).resolve().parents[1] / "results" / "main_job"
 BASE = dict(experiment="e", dataset="d", model="m", params="{}")

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from xaibench.bench import merge as M
-from xaibench.bench.results import AGGREGATE, COLUMNS, write_tables
+from xaibench.analysis import merge as M
+from xaibench.analysis.results import AGGREGATE, COLUMNS, write_tables
 
 EXP = "toy"
 SEG_KEY = ["synthetic_image", "vit", "staa", "segmentation"]
@@ -64,7 +64,7 @@ def make_run(d: Path, overrides, samples, *, status="complete", provenance=True,
 @pytest.fixture
 def aggregate(monkeypatch):
     """Records every call of the runner's ``aggregate_rows`` (which merge uses to recompute aggregates)."""
-    from xaibench.bench import runner
+    from xaibench.analysis import results as runner
 
     real, calls = runner.aggregate_rows, []
 
@@ -192,7 +192,7 @@ def test_merge_usage_errors(tmp_path, capsys):
 def test_callback_merges_sweep_folder_and_reports_errors(tmp_path, caplog):
     from omegaconf import OmegaConf
 
-    from xaibench.bench.callbacks import MergeSweep
+    from xaibench.run.callbacks import MergeSweep
 
     sweep = tmp_path / "sweep"
     make_run(sweep / "0", BASE + ["seed=0"], {"a": (0.2, 1, 2)})
@@ -216,7 +216,7 @@ def test_callback_merges_sweep_folder_and_reports_errors(tmp_path, caplog):
 def test_shipped_launcher_configs_compose(launcher, target):
     from hydra import compose, initialize_config_module
 
-    import xaibench.bench.app  # noqa: F401  (registers the config schema)
+    import xaibench.run.app  # noqa: F401  (registers the config schema)
 
     extra = ["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"] if launcher == "slurm" else []
     with initialize_config_module(config_module="xaibench.conf", version_base="1.3"):  # as the app does
@@ -231,7 +231,7 @@ def test_shipped_launcher_configs_compose(launcher, target):
 # ------------------------------------------------------------------ real sweeps through the app
 def _sweep(tmp_path, launcher_args):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "xaibench.bench.app", "-m", "experiment=staa_synthetic", "dataset.n_samples=1",
+    cmd = [sys.executable, "-m", "xaibench.run.app", "-m", "experiment=staa_synthetic", "dataset.n_samples=1",
            "threads=1", "print_summary=false", "method.lambda=0,1", f"hydra.sweep.dir={sweep}",
            *launcher_args]  # the merge callback is on by default (conf/config.yaml)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -276,7 +276,7 @@ def test_shards_through_app_equal_the_unsharded_run(tmp_path):
     args = ["experiment=staa_synthetic", "experiment.metrics=[segmentation,localisation]", "dataset.n_samples=4",
             "threads=1", "print_summary=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    app = [sys.executable, "-m", "xaibench.bench.app"]
+    app = [sys.executable, "-m", "xaibench.run.app"]
     for cmd in (app + ["-m", *args, "shard=0/2,1/2", f"hydra.sweep.dir={tmp_path / 'shards'}"],
                 app + [*args, f"hydra.run.dir={tmp_path / 'one'}"]):
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

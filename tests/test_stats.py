@@ -1,4 +1,4 @@
-"""Statistics of the result tables (xaibench.bench.stats), checked against scipy called directly and by hand."""
+"""Statistics of the result tables (xaibench.analysis.stats), checked against scipy called directly and by hand."""
 
 import math
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from xaibench.bench import stats as S
-from xaibench.bench.results import AGGREGATE, to_frame
+from xaibench.analysis import stats as S
+from xaibench.analysis.results import AGGREGATE, to_frame
 from xaibench.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""The terminal table (xaibench.bench.table.format_table)."""
+"""The terminal table (xaibench.analysis.table.format_table)."""
 
 import json
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench.bench.table import decimals, format_cell, format_table, variant_labels
+from xaibench.analysis.table import decimals, format_cell, format_table, variant_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 import pytest
 from safetensors.torch import load_file
 
-from xaibench.bench import train as T
+from xaibench.tools import train as T
 from xaibench.errors import UserError
 
 TINY = {"config": {"image_size": 64, "patch_size": 8, "num_frames": 8, "hidden_size": 16, "num_hidden_layers": 1,

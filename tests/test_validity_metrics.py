@@ -128,7 +128,7 @@ def test_validity_verdicts_on_a_shipped_model(tmp_path):
     import pandas as pd
     from run_config import make_cfg
 
-    from xaibench.bench.runner import Runner
+    from xaibench.run.runner import Runner
 
     cfg = make_cfg({"name": "v", "benchmarks": [{"model": "vit_synth", "dataset": "synthetic_image"}],
                     "methods": ["control_random", "control_constant", "control_gt", "control_gt_inverted"],

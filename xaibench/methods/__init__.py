@@ -4,11 +4,7 @@
 ``available()`` lists the names.
 """
 
-from ..registry import Registry
-
-METHODS = Registry("method")
-
-from .base import Explanation, Method  # noqa: E402,F401
+from .base import METHODS, Explanation, Method  # noqa: E402,F401
 
 import importlib as _importlib
 import pkgutil as _pkgutil

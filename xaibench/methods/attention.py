@@ -21,7 +21,7 @@ over each token frame's input frames).  No gradients.
 
 from __future__ import annotations
 
-from . import METHODS
+from .base import METHODS
 from ._relevance import readout_rows
 from .base import Method, from_token_map
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..errors import NotApplicable
 from ..models.blocks import Ops, check_rerun, entry_tokens, linear_params, require_stack, run
-from . import METHODS
+from .base import METHODS
 from .base import Method, from_token_map
 
 

@@ -26,6 +26,11 @@ import torch
 
 from ..explanation import Explanation, from_token_map, upsample  # noqa: F401  (re-exported for methods)
 
+from ..registry import Registry
+
+#: every method by name (each module of this package registers its entries on import)
+METHODS = Registry("method")
+
 
 class Method:
     """Base class.  Subclasses set ``name`` and implement :meth:`explain` or :meth:`explain_batch`.

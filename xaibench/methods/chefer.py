@@ -22,7 +22,7 @@ Cost: one forward and one backward pass.
 
 from __future__ import annotations
 
-from . import METHODS
+from .base import METHODS
 from ._relevance import PropagationMethod, chefer_block
 from .base import Method
 

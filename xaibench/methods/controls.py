@@ -2,7 +2,7 @@
 
 They make each table carry the evidence that its metrics can tell a good
 explanation from a bad one (the metric-validity verdicts of
-:mod:`xaibench.bench.stats` compare them, sample by sample):
+:mod:`xaibench.analysis.stats` compare them, sample by sample):
 
 * ``control_random``: i.i.d. uniform noise at the model's token resolution
   (one value per token of each token frame), upsampled with nearest
@@ -29,7 +29,7 @@ import torch
 
 from ..errors import check_range
 from ..explanation import Explanation, from_token_map
-from . import METHODS
+from .base import METHODS
 from .base import Method
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from . import METHODS
+from .base import METHODS
 from ._relevance import patch_part, readout_vector, vecmul
 from .base import Method, from_token_map
 

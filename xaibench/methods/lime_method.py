@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import check_range
-from . import METHODS
+from .base import METHODS
 from ._perturbation import FEATURE_PARAMS, PerturbationSetup, to_explanation
 from .base import Method
 

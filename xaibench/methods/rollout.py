@@ -30,7 +30,7 @@ Computed as vector-matrix products from the readout row; no gradients.
 
 from __future__ import annotations
 
-from . import METHODS
+from .base import METHODS
 from ._relevance import PropagationMethod, rollout_block
 from .base import Method
 

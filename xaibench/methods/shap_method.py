@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from . import METHODS
+from .base import METHODS
 from ._perturbation import FEATURE_PARAMS, PerturbationSetup, to_explanation
 from .base import Method
 

@@ -66,7 +66,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError, check_range
-from . import METHODS
+from .base import METHODS
 from ._relevance import head_mean, patch_part, readout_rows
 from .base import Method, from_token_map
 

@@ -62,7 +62,7 @@ import torch
 
 from ..errors import NotApplicable, UserError
 from ..models.blocks import require_stack
-from . import METHODS
+from .base import METHODS
 from ._relevance import PropagationMethod, chefer_block, embedded_sum, propagate, scale_columns
 from .base import Method, from_token_map
 from .transformer_attribution import attention_relevance, capture_request, ta_block

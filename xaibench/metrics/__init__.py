@@ -5,11 +5,7 @@
 direction of any reported number.
 """
 
-from ..registry import Registry
-
-METRICS = Registry("metric")
-
-from .base import EvalContext, Metric  # noqa: E402,F401
+from .base import METRICS, EvalContext, Metric  # noqa: E402,F401
 
 import importlib as _importlib
 import pkgutil as _pkgutil

@@ -39,6 +39,11 @@ import torch
 
 from ..explanation import Explanation
 
+from ..registry import Registry
+
+#: every metric by name (each module of this package registers its entries on import)
+METRICS = Registry("metric")
+
 
 @dataclass
 class EvalContext:

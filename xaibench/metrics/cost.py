@@ -49,7 +49,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import METRICS
+from .base import METRICS
 from .base import Metric
 
 NAN = float("nan")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import check_range
-from . import METRICS
+from .base import METRICS
 from .perturbation import PerturbationMetric
 
 

@@ -39,7 +39,7 @@ import torch
 from scipy import stats
 
 from ..errors import UserError, check_range
-from . import METRICS
+from .base import METRICS
 from ..perturb import feature_means, feature_totals
 from .perturbation import PerturbationMetric
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from . import METRICS
+from .base import METRICS
 from .base import Metric
 from .segmentation import normalise
 

@@ -19,7 +19,7 @@ metric-validity verdicts.
 from __future__ import annotations
 
 from ..perturb import feature_ids, feature_means, tie_fraction, token_cell
-from . import METRICS
+from .base import METRICS
 from .base import Metric
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..perturb import feature_ids, feature_means, token_cell
-from . import METRICS
+from .base import METRICS
 from .base import Metric
 
 

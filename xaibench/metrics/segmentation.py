@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from ..errors import UserError
-from . import METRICS
+from .base import METRICS
 from .base import Metric
 
 EPS = np.spacing(1)

@@ -35,7 +35,7 @@ import torch
 from scipy.stats import kendalltau
 
 from ..errors import check_range
-from . import METRICS
+from .base import METRICS
 from .base import EvalContext
 from .perturbation import PerturbationMetric
 

@@ -136,4 +136,6 @@ def available():
     return MODELS.available()
 
 
-from . import pretrained  # noqa: E402,F401  (pretrained_* models, hf_pretrained, timm_pretrained)
+from . import pretrained  # noqa: E402  (pretrained_* models, hf_pretrained, timm_pretrained)
+
+pretrained.register(MODELS)

@@ -470,9 +470,8 @@ KNOWN_TIMM = {
 }
 
 
-def _register():
-    from . import MODELS
-
+def register(MODELS):
+    """Register the pretrained entries in ``MODELS`` (called by the package)."""
     MODELS.register("hf_pretrained")(hf_pretrained)
     MODELS.register("timm_pretrained")(timm_pretrained)
     for reg, repo in KNOWN_HF.items():
@@ -487,5 +486,3 @@ def _register():
 
         MODELS.register(reg)(make_timm)
 
-
-_register()

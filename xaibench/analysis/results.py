@@ -7,7 +7,7 @@ pair that could not run carries ``metric = "skipped"`` and the reason in
 ``note``.
 
 Tables derived from them by :func:`write_tables` (statistics in
-:mod:`xaibench.bench.stats`), each written atomically (:mod:`xaibench.bench.io`):
+:mod:`xaibench.analysis.stats`), each written atomically (:mod:`xaibench.io`):
 
 * ``summary.csv`` (:func:`summarise`): one row per experiment x dataset x model x
   method x params x metric with ``mean, std, n, higher_is_better, n_undefined,
@@ -28,15 +28,9 @@ from typing import Dict, Iterable, List
 import numpy as np
 import pandas as pd
 
-from .io import atomic_to_csv, atomic_to_parquet
+from ..io import atomic_to_csv, atomic_to_parquet
 
-COLUMNS = ["experiment", "dataset", "model", "method", "params", "sample_id", "metric", "value",
-           "higher_is_better", "metric_params", "label", "target", "correct", "seed", "note"]
-KEYS = ["experiment", "dataset", "model", "method", "params", "metric"]
-AGGREGATE = "__aggregate__"
-SUMMARY_COLUMNS = KEYS + ["mean", "std", "n", "higher_is_better", "n_undefined", "ci_low", "ci_high", "kind",
-                          "valid", "best"]
-TABLES = ("summary", "validity", "comparisons", "ranking")
+from .schema import AGGREGATE, COLUMNS, KEYS, SUMMARY_COLUMNS, TABLES  # noqa: F401  (re-exported)
 
 
 def _params_text(p) -> str:
@@ -66,7 +60,7 @@ def _n_from_note(note) -> float:
 
 def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
     """Mean, std, n, n_undefined and bootstrap interval per key; an aggregate row replaces its key's values."""
-    from .stats import bootstrap_cis  # here, not at the top: stats imports this module
+    from .stats import bootstrap_cis
 
     d = df[df["metric"] != "skipped"].copy()
     d["params"] = d["params"].map(_params_text)
@@ -115,12 +109,12 @@ def summarise(df: pd.DataFrame, seed: int = 0, level: float = 0.95, alpha: float
       computed over (its ``note``, ``n=<count>``); ``skipped`` rows are left out;
     * ``n_undefined``: per-sample values that are NaN (left out of mean and n);
     * ``ci_low, ci_high``: ``level`` percentile bootstrap interval of the mean
-      (:func:`xaibench.bench.stats.bootstrap_ci`, ``seed``); NaN for aggregate
+      (:func:`xaibench.analysis.stats.bootstrap_ci`, ``seed``); NaN for aggregate
       rows and for fewer than 2 values;
     * ``kind``: ``control`` for ``control_*`` methods, else ``method``;
     * ``valid``: True / False / NA (untestable) from
-      :func:`xaibench.bench.stats.validity` of the key's benchmark and metric;
-    * ``best``: ``best`` / ``tied`` / '' from :func:`xaibench.bench.stats.mark_best`
+      :func:`xaibench.analysis.stats.validity` of the key's benchmark and metric;
+    * ``best``: ``best`` / ``tied`` / '' from :func:`xaibench.analysis.stats.mark_best`
       (the paired comparisons, Holm-corrected at ``alpha``).
     """
     from . import stats
@@ -175,3 +169,24 @@ def _short_params(p: str) -> str:
     except Exception:
         return str(p)
     return ",".join(f"{k}={v}" for k, v in d.items()) or "-"
+
+
+def aggregate_rows(hidden_items, experiment: str, seed: int) -> List[dict]:
+    """Dataset-level rows (``sample_id = __aggregate__``) from the per-sample hidden values of ``reduce``
+    metrics, as journalled in ``rows.jsonl`` (``[hidden_key, values]`` pairs, hidden_key = dataset, model,
+    method, metric label, params, metric params, metric registry name); also used by ``xaibench-merge`` to
+    recombine shards."""
+    from .. import metrics as MT
+
+    groups: Dict[tuple, list] = {}
+    for key, values in hidden_items:
+        groups.setdefault(tuple(key), []).append(values)
+    rows = []
+    for (dlabel, mlabel, method, _mlab, params, mp, reg), values in groups.items():
+        metric = MT.METRICS.get(reg)
+        for name, value in metric.reduce(values).items():
+            rows.append(dict(experiment=experiment, dataset=dlabel, model=mlabel, method=method, params=params,
+                             sample_id=AGGREGATE, metric=name, value=float(value),
+                             higher_is_better=bool(metric.outputs.get(name, True)), metric_params=mp, seed=seed,
+                             note=f"n={len(values)}"))
+    return rows

@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page per run folder or multirun folder.
 
     xaibench-report RUN_DIR            # writes RUN_DIR/report.html
-    xaibench-report MULTIRUN_DIR       # a sweep: its run folders merged (xaibench.bench.merge)
+    xaibench-report MULTIRUN_DIR       # a sweep: its run folders merged (xaibench.analysis.merge)
 
 The page is rendered with jinja2 from ``templates/report.html.j2``; plots are
 drawn with matplotlib (Agg, no display) and every image is embedded as a
@@ -9,7 +9,7 @@ drawn with matplotlib (Agg, no display) and every image is embedded as a
 mailed or archived and opened offline.  Sections (each shown when its inputs
 exist; a missing or unreadable piece adds a note instead of failing):
 
-* **Summary**: one table per benchmark (:mod:`xaibench.bench.table` helpers):
+* **Summary**: one table per benchmark (:mod:`xaibench.analysis.table` helpers):
   ``mean`` with ``[ci_low, ci_high]`` (else ``± std``), best and tied cells,
   controls below the methods, metrics judged invalid (``valid`` / ``validity.csv``)
   marked with their reason; ``validity.csv`` and ``comparisons.csv`` in full
@@ -27,7 +27,7 @@ exist; a missing or unreadable piece adds a note instead of failing):
   other parameters stay fixed (within a run, or across the runs of a sweep,
   whose swept values are folded into the methods' parameters), every metric
   against the parameter value, with the ``[ci_low, ci_high]`` band.
-* **Gallery** (``gallery.h5``, :mod:`xaibench.bench.gallery`): per sample the
+* **Gallery** (``gallery.h5``, :mod:`xaibench.analysis.gallery`): per sample the
   input and every method's attribution over it (jet colour map on the grey
   input, min-max normalised over the whole clip) with the ground-truth outline
   (white, edged in black); videos are animated GIFs with the per-frame scores
@@ -175,7 +175,7 @@ def _fold_swept(summary: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
 
 
 def load_multirun(path: Path) -> RunData:
-    """Merge the run folders under ``path`` with :func:`xaibench.bench.merge.merge_runs`."""
+    """Merge the run folders under ``path`` with :func:`xaibench.analysis.merge.merge_runs`."""
     from .merge import merge_runs  # imported here: the single-run report does not need it
 
     merged = merge_runs([path])
@@ -720,7 +720,7 @@ def write_report(run_dir, out=None, max_gallery: int = MAX_GALLERY) -> Path:
     text = render(d, max_gallery)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from .io import atomic_write_text
+        from ..io import atomic_write_text
     except ImportError:  # pragma: no cover - the tree without io.py
         out.write_text(text, encoding="utf-8")
     else:

@@ -19,8 +19,8 @@ sweep (``provenance.json`` with status ``failed`` and its error, maybe no rows).
   ``resume``) are parts of one run: their per-sample rows are concatenated and
   the dataset-level aggregate rows (``sample_id == "__aggregate__"``: pixel
   accuracy, mIoU, ...) are recomputed from the per-sample hidden counts of all
-  shards (``rows.jsonl``) with :func:`xaibench.bench.runner.aggregate_rows`.
-* **Summary.**  :func:`xaibench.bench.results.summarise` of each run's merged
+  shards (``rows.jsonl``) with :func:`xaibench.analysis.results.aggregate_rows`.
+* **Summary.**  :func:`xaibench.analysis.results.summarise` of each run's merged
   rows, with the swept columns in front, concatenated.
 
 Writes ``results.parquet``, ``results.csv``, ``summary.csv`` and ``runs.csv``
@@ -45,7 +45,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..errors import UserError
-from .io import atomic_to_csv, atomic_to_parquet
+from ..io import atomic_to_csv, atomic_to_parquet
 from .results import AGGREGATE, COLUMNS, KEYS, summarise, to_frame
 
 PARTITION_KEYS = ("shard",)  # split one run's samples: never a swept column
@@ -307,11 +307,8 @@ def _shard_index(s) -> tuple:
 
 def _aggregate(hidden: list, run: Run) -> list:
     """Dataset-level rows from the concatenated per-sample hidden counts (the runner's own reduction)."""
-    try:
-        from .runner import aggregate_rows
-    except ImportError:
-        raise UserError("this xaibench has no xaibench.bench.runner.aggregate_rows, which recomputes dataset-level "
-                        "metrics of merged shards; update xaibench") from None
+    from .results import aggregate_rows
+
     return aggregate_rows(hidden, run.experiment, run.seed)
 
 
@@ -341,7 +338,7 @@ def _typed(df: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------- writing
 def write_merged(m: Merged, out: Path) -> None:
-    """Write the four tables into ``out``, each atomically (:mod:`xaibench.bench.io`)."""
+    """Write the four tables into ``out``, each atomically (:mod:`xaibench.io`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_to_parquet(m.results, out / "results.parquet", index=False)

@@ -11,7 +11,7 @@ The configs are the package's ``xaibench.conf`` (the repository's ``conf/``),
 found through Hydra's ``pkg://`` search path, so an installed wheel runs from
 any folder; ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]`` add a
 user's own config folders.  Every run folder gets the tables of
-:mod:`xaibench.bench.results` and ``provenance.json``.
+:mod:`xaibench.analysis.results` and ``provenance.json``.
 
 Exit status: 0 complete, 2 a user mistake (a message, no traceback), 130
 interrupted; in a multirun a failing point is recorded in its folder
@@ -78,7 +78,7 @@ def _task(cfg: DictConfig):
 
 def _record_failure(out: Path, e: Exception):
     """A failing point of a sweep: its error in its own folder; the other points go on."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "error.txt", f"{type(e).__name__}: {e}\n")

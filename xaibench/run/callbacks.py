@@ -3,10 +3,10 @@
 :class:`MergeSweep` runs at the end of every multirun (``xaibench -m ...``), in
 the process that launched the sweep (also with the joblib and submitit
 launchers): it merges the run folders of the sweep folder with
-:func:`xaibench.bench.merge.merge_runs` and writes ``results.parquet``,
+:func:`xaibench.analysis.merge.merge_runs` and writes ``results.parquet``,
 ``results.csv``, ``summary.csv`` (one column per swept key) and ``runs.csv``
 into the sweep folder, then the multirun report if
-``xaibench.bench.report.write_report`` exists.  It is registered by
+``xaibench.analysis.report.write_report`` exists.  It is registered by
 ``conf/hydra/callbacks/merge.yaml``.
 
 Hydra calls ``on_multirun_end`` only when every job of the sweep returned; after
@@ -30,7 +30,7 @@ class MergeSweep(Callback):
     """Merge the sweep folder's run folders when a multirun ends (see the module docstring)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from .merge import merge_runs, write_merged
+        from ..analysis.merge import merge_runs, write_merged
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -44,7 +44,7 @@ class MergeSweep(Callback):
         swept = f"; swept: {', '.join(merged.swept)}" if merged.swept else ""
         log.info(f"merged {len(merged.runs)} run folders{swept} into {sweep_dir}/summary.csv")
         try:
-            from .report import write_report
+            from ..analysis.report import write_report
         except ImportError:
             return
         try:

@@ -32,11 +32,11 @@ from ..errors import NotApplicable, UserError
 from ..methods.base import merge_requests, trace_kwargs
 from ..metrics.base import EvalContext
 from ..metrics.cost import Cost, measure
-from . import config as C
-from .io import atomic_write_text, repair_jsonl, safe_name
+from . import plan as C
+from ..io import atomic_write_text, repair_jsonl, safe_name
 from .options import NEUTRAL_OPTIONS, deferred_signals, resolve_device, stop_on_sigterm, validate_options
 from .provenance import provenance
-from .results import AGGREGATE
+from ..analysis.results import AGGREGATE, aggregate_rows
 
 def _h(s) -> int:
     return zlib.crc32(str(s).encode())
@@ -62,27 +62,6 @@ class _Guarded(torch.utils.data.Dataset):
 
 def _collate(items):
     return items
-
-
-def aggregate_rows(hidden_items, experiment: str, seed: int) -> List[dict]:
-    """Dataset-level rows (``sample_id = __aggregate__``) from the per-sample hidden values of ``reduce``
-    metrics, as journalled in ``rows.jsonl`` (``[hidden_key, values]`` pairs, hidden_key = dataset, model,
-    method, metric label, params, metric params, metric registry name); also used by ``xaibench-merge`` to
-    recombine shards."""
-    from .. import metrics as MT
-
-    groups: Dict[tuple, list] = {}
-    for key, values in hidden_items:
-        groups.setdefault(tuple(key), []).append(values)
-    rows = []
-    for (dlabel, mlabel, method, _mlab, params, mp, reg), values in groups.items():
-        metric = MT.METRICS.get(reg)
-        for name, value in metric.reduce(values).items():
-            rows.append(dict(experiment=experiment, dataset=dlabel, model=mlabel, method=method, params=params,
-                             sample_id=AGGREGATE, metric=name, value=float(value),
-                             higher_is_better=bool(metric.outputs.get(name, True)), metric_params=mp, seed=seed,
-                             note=f"n={len(values)}"))
-    return rows
 
 
 def _fingerprint(cfg: DictConfig, plan: C.Plan) -> dict:
@@ -188,7 +167,7 @@ class Runner:
         return summary, status
 
     def _finish(self, prov, status, t_start):
-        from .results import write_tables
+        from ..analysis.results import write_tables
 
         rows = self.rows + aggregate_rows(self.hidden, str(self.exp.name), self.seed)
         rows += self._skip_rows()
@@ -204,7 +183,7 @@ class Runner:
             self._print(summary, status, prov)
         if self.opts.report:
             try:
-                from .report import write_report
+                from ..analysis.report import write_report
 
                 path = write_report(self.out)
                 if self.opts.print_summary:
@@ -224,7 +203,7 @@ class Runner:
 
     def _print(self, summary, status, prov):
         try:
-            from .table import format_table
+            from ..analysis.table import format_table
 
             import pandas as pd
 
@@ -232,14 +211,14 @@ class Runner:
             validity = pd.read_csv(vpath) if vpath.exists() else None
             text = format_table(summary, validity=validity)
         except ImportError:
-            from .results import format_summary
+            from ..analysis.results import format_summary
 
             text, validity = format_summary(summary), None
         print(f"\n== {self.exp.name}: summary ({status}, {prov['wall_time_s']} s) ==")
         print(text)
         if validity is not None and len(validity):
             print("\nmetric validity (controls: gt > random, gt > inverted gt, constant not > random; validity.csv):")
-            from .stats import COST_METRICS, DESCRIPTIVE_METRICS
+            from ..analysis.schema import COST_METRICS, DESCRIPTIVE_METRICS
 
             for (d, m), g in validity.groupby(["dataset", "model"], sort=False):
                 g = g[~g.metric.isin(COST_METRICS + DESCRIPTIVE_METRICS)]  # not scores of the explanation
@@ -261,10 +240,10 @@ class Runner:
     def _compare_reference(self, summary):
         import pandas as pd
 
-        from .reference import compare, reference_path
+        from ..analysis.reference import compare, reference_path
 
         table = compare(summary, reference_path(self.exp.reference))
-        from .io import atomic_to_csv
+        from ..io import atomic_to_csv
 
         atomic_to_csv(table, self.out / "reference_comparison.csv", index=False)
         with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_colwidth", 30):
@@ -548,13 +527,13 @@ class Runner:
 
     def _save(self, base, c, sample, index, expl, target):
         if index < self.opts.save_figures:
-            from .figures import save_figure
+            from ..analysis.figures import save_figure
 
             name = "__".join(safe_name(v, 60) for v in (base["dataset"], base["model"], c.label, sample.sample_id))
             save_figure(self.out / "figures" / f"{name}.png", sample, expl.cpu(),
                         title=f"{base['model']} / {c.label} / {sample.sample_id} (target {target})")
         if index < self.opts.gallery:
-            from .gallery import Gallery
+            from ..analysis.gallery import Gallery
 
             if not hasattr(self, "_gallery"):
                 self._gallery = Gallery(self.out / "gallery.h5", self.opts.gallery)

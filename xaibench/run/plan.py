@@ -41,23 +41,14 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..config import CONF_DIR, CONFIG_MODULE, conf_dir  # noqa: F401  (re-exported)
 from ..errors import UserError
 
 GROUPS = ("model", "dataset", "method", "metric")
-CONFIG_MODULE = "xaibench.conf"
-#: where the configs are in a checkout (the package ``xaibench.conf`` maps to it)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 #: keys of a component config that are not parameters of the component
 NOT_PARAMS = ("name", "train", "label", "config")
 #: config keys that seed a component with the run's ``seed`` unless set explicitly
 SEED_KEY = "seed"
-
-
-def conf_dir() -> Path:
-    """The folder of the packaged configs (works for a checkout, an editable and a wheel install)."""
-    from importlib.resources import files
-
-    return Path(str(files(CONFIG_MODULE)))
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Uncertainty, significance, ranking and metric validity on the tidy per-sample table.
 
-Input: the frame of :func:`xaibench.bench.results.to_frame` (one row per sample
+Input: the frame of :func:`xaibench.analysis.results.to_frame` (one row per sample
 x model x method x metric: ``experiment, dataset, model, method, params,
 sample_id, metric, value, higher_is_better``).  A *benchmark* is (experiment,
 dataset, model); a *family* is a benchmark x metric; an *arm* is (method,
@@ -36,15 +36,11 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import UserError
-from .results import AGGREGATE
+from .schema import AGGREGATE, COST_METRICS, DESCRIPTIVE_METRICS
 
 BENCH = ["experiment", "dataset", "model"]
 FAMILY = BENCH + ["metric"]
 CONTROL_PREFIX = "control_"
-# the outputs of xaibench.metrics.cost.Cost: they measure a method's cost, not its explanation's quality
-COST_METRICS = ("explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb", "eval_time_s", "eval_n_forward")
-# descriptive properties of a map (xaibench.metrics.map_properties) and run bookkeeping: not quality scores
-DESCRIPTIVE_METRICS = ("degenerate", "tie_fraction", "n_skipped_samples")
 # validity checks: (name, arm a, arm b, must a be significantly better than b?)
 VALIDITY_TESTS = (("gt_random", "control_gt", "control_random", True),
                   ("gt_inverted", "control_gt", "control_gt_inverted", True),

@@ -2,7 +2,7 @@
 
 The runner asks :meth:`Gallery.want` for each sample and :meth:`Gallery.add`s
 every method's explanation of the wanted ones; :func:`read_gallery` reads them
-back for :mod:`xaibench.bench.report`.  One HDF5 file (``gallery.h5``)::
+back for :mod:`xaibench.analysis.report`.  One HDF5 file (``gallery.h5``)::
 
     /<dataset>/<model>/<sample>/        attrs: dataset, model, sample_id, label
         x        (T, C, H, W) float16   pixels in [0, 1]
@@ -13,7 +13,7 @@ back for :mod:`xaibench.bench.report`.  One HDF5 file (``gallery.h5``)::
             frame_scores  (T,) float32
 
 Group names come from data (sample ids, labels), so they are made file-name
-safe (``xaibench.bench.io.safe_name`` when that module exists, else the small
+safe (``xaibench.io.safe_name`` when that module exists, else the small
 sanitiser below); the original names are kept as attributes, and a name whose
 safe form is taken by another name gets a CRC-32 suffix.  Volumes are stored
 as float16 divided by their largest finite magnitude (``scale``), so that
@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 try:  # the project's shared sanitiser, when present
-    from .io import safe_name as _safe_name
+    from ..io import safe_name as _safe_name
 except ImportError:  # pragma: no cover - depends on the tree's state
     _safe_name = None
 

@@ -33,7 +33,7 @@ def reference_path(ref: Union[str, Path]) -> Path:
     ``xaibench.conf/reference/<name>.csv``, the repository's ``conf/reference/``) or a CSV path."""
     p = Path(str(ref))
     if p.suffix != ".csv" and len(p.parts) == 1:
-        from .config import conf_dir
+        from ..config import conf_dir
 
         return conf_dir() / "reference" / f"{p.name}.csv"
     return p

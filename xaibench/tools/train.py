@@ -31,8 +31,9 @@ from tqdm import tqdm
 from .. import datasets as D
 from .. import models as M
 from ..errors import UserError
-from .provenance import git_revision
-from .config import CONF_DIR, load, options, user_errors
+from ..run.provenance import git_revision
+from ..config import CONF_DIR
+from ..run.plan import load, options, user_errors
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
