@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..io import atomic_to_csv, atomic_to_parquet
 
-from .schema import AGGREGATE, COLUMNS, KEYS, SUMMARY_COLUMNS, TABLES  # noqa: F401  (re-exported)
+from .schema import AGGREGATE, COLUMNS, KEYS, SUMMARY_COLUMNS, TABLES, metric_kinds  # noqa: F401
 
 
 def _params_text(p) -> str:
@@ -50,6 +50,7 @@ def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     df = df[COLUMNS].copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     df["params"] = df["params"].map(_params_text).astype(object)
+    df["metric_kind"] = metric_kinds(df).where(df["metric"] != "skipped", None)
     return df
 
 
@@ -64,10 +65,12 @@ def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
 
     d = df[df["metric"] != "skipped"].copy()
     d["params"] = d["params"].map(_params_text)
+    d["metric_kind"] = metric_kinds(d)
     per, agg = d[d["sample_id"] != AGGREGATE], d[d["sample_id"] == AGGREGATE]
     g = per.groupby(KEYS, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["higher_is_better"] = g["higher_is_better"].first().values
+    out["metric_kind"] = g["metric_kind"].first().values
     out["n_undefined"] = g.size().values - out["n"].values
     out["n"] = out["n"].astype(float)  # an aggregate without its count gives NaN
     out["ci_low"], out["ci_high"] = bootstrap_cis([v.to_numpy() for _, v in g["value"]], level=level, seed=seed)
@@ -75,7 +78,7 @@ def _summary_stats(df: pd.DataFrame, seed: int, level: float) -> pd.DataFrame:
         a = agg.drop_duplicates(KEYS, keep="last")
         a = pd.DataFrame(dict({k: a[k].values for k in KEYS}, mean=a["value"].values, std=np.nan,
                               n=[_n_from_note(x) for x in a["note"]], higher_is_better=a["higher_is_better"].values,
-                              n_undefined=0, ci_low=np.nan, ci_high=np.nan))
+                              metric_kind=a["metric_kind"].values, n_undefined=0, ci_low=np.nan, ci_high=np.nan))
         pos = {k: i for i, k in enumerate(_key(out))}
         at = [pos.get(k, -1) for k in _key(a)]
         replace = [i for i in at if i >= 0]
