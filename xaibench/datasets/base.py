@@ -50,6 +50,19 @@ class Dataset:
     def describe(self) -> dict:
         return {"name": self.name, "n": len(self)}
 
+    def sample_id(self, i: int) -> str:
+        """The id of sample ``i`` without loading it (finished work is keyed by it, never by the index).
+        Datasets override this when reading a sample is expensive."""
+        return self[i].sample_id
+
+    def fingerprint(self) -> dict:
+        """What identifies the data a run used, for resume / merge / gate checks: at least the sample ids in
+        order; real-data loaders add what can change a sample's pixels (root, file sizes)."""
+        import hashlib
+
+        ids = [self.sample_id(i) for i in range(len(self))]
+        return {"name": self.name, "n": len(ids), "sample_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
 
 class SkipSample(Exception):
     """Raised by a dataset's ``__getitem__`` when one sample cannot be produced
