@@ -11,12 +11,24 @@ place that knows what kind of number a metric output is:
 
 Rows carry the kind in ``metric_kind``; the analysis reads that column
 (:func:`metric_kinds`), never a list of metric names.
+
+Each metric declares its outputs (:class:`Output`: direction, kind, aggregation)
+on its class.  The aggregation is data, not code: :class:`Mean` (the summary's
+mean of the per-sample values, the default) or a dataset-level reduction such as
+:class:`RatioOfSums` over hidden per-sample state (keys starting with ``_``).
+The runner journals the state with the declaration (:meth:`Output.to_dict`), so
+:func:`reduce_state` recomputes an aggregate -- after a resume, across merged
+shards -- without importing the metric.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
 COLUMNS = ["experiment", "dataset", "model", "method", "params", "sample_id", "metric", "value",
-           "higher_is_better", "metric_kind", "metric_params", "label", "target", "correct", "seed", "note"]
+           "higher_is_better", "metric_kind", "metric_params", "metric_version", "label", "target", "correct", "seed", "note"]
 KEYS = ["experiment", "dataset", "model", "method", "params", "metric"]
 AGGREGATE = "__aggregate__"
 SUMMARY_COLUMNS = KEYS + ["mean", "std", "n", "higher_is_better", "metric_kind", "n_undefined", "ci_low", "ci_high",
@@ -57,6 +69,166 @@ def is_judged(kind: str) -> bool:
     """Quality outputs get validity verdicts, best marks and rankings; the other kinds never do."""
     return kind == QUALITY
 
+
+
+
+# ------------------------------------------------------------------ dataset-level reductions
+#: the denominator guard of the reductions (``numpy.spacing(1)``, the eps of Chefer et al.'s evaluation code)
+EPS = 2.220446049250313e-16
+
+
+@dataclass(frozen=True)
+class Mean:
+    """The aggregate of an output is the mean of its per-sample values (NaN left out; the summary computes
+    it, so no aggregate row and no hidden state)."""
+
+    state_keys = ()
+    dataset_level = False
+
+    def to_dict(self) -> dict:
+        return {"type": "mean"}
+
+    def compute(self, rows: Iterable[Mapping[str, float]]) -> float:  # pragma: no cover - the summary does it
+        raise TypeError("Mean is computed by the summary from the per-sample values, not from state")
+
+
+@dataclass(frozen=True)
+class RatioOfSums:
+    """``mean over terms (num, den) of sum_samples(num) / (eps + sum_samples(den))``.
+
+    ``terms`` is a tuple of (numerator key, denominator key) pairs of hidden per-sample state (names starting
+    with ``_``).  One term gives a pooled ratio (pixel accuracy = sum correct / sum labelled); two give the
+    mean of two pooled ratios (mIoU over background and foreground, Chefer et al.'s ``batch_intersection_union``
+    summed over the dataset).  With one sample it is that sample's own ratio.
+    """
+
+    terms: Tuple[Tuple[str, str], ...]
+    eps: float = EPS
+    dataset_level = True
+
+    def __post_init__(self):
+        terms = tuple(tuple(t) for t in self.terms)
+        if not terms or any(len(t) != 2 for t in terms):
+            raise ValueError(f"RatioOfSums needs (numerator, denominator) pairs, got {self.terms!r}")
+        for k in (k for t in terms for k in t):
+            if not (isinstance(k, str) and k.startswith("_")):
+                raise ValueError(f"state key {k!r} must be a string starting with '_' (hidden state)")
+        object.__setattr__(self, "terms", terms)
+
+    @property
+    def state_keys(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(k for t in self.terms for k in t))
+
+    def to_dict(self) -> dict:
+        return {"type": "ratio_of_sums", "terms": [list(t) for t in self.terms], "eps": self.eps}
+
+    def compute(self, rows: Iterable[Mapping[str, float]]) -> float:
+        rows = list(rows)
+        if not rows:
+            return math.nan
+        tot = {k: math.fsum(float(r[k]) for r in rows) for k in self.state_keys}
+        return math.fsum(tot[n] / (self.eps + tot[d]) for n, d in self.terms) / len(self.terms)
+
+
+_REDUCTIONS = {"mean": Mean, "ratio_of_sums": RatioOfSums}
+
+
+def reduction_from_dict(d: Mapping) -> object:
+    """The reduction a journal recorded (:meth:`RatioOfSums.to_dict`)."""
+    kind = d.get("type")
+    if kind == "mean":
+        return Mean()
+    if kind == "ratio_of_sums":
+        return RatioOfSums(terms=tuple(tuple(t) for t in d["terms"]), eps=float(d.get("eps", EPS)))
+    raise ValueError(f"unknown reduction {kind!r}; known: {', '.join(_REDUCTIONS)}")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a metric declares about one reported number.
+
+    * ``higher_is_better``: True, False, or None for a number without a direction (descriptive);
+    * ``kind``: one of :data:`KINDS`;
+    * ``aggregation``: :class:`Mean` (default) or a dataset-level reduction (:class:`RatioOfSums`) over hidden
+      per-sample state that the metric returns beside the value.
+    """
+
+    higher_is_better: Optional[bool]
+    kind: str = QUALITY
+    aggregation: object = Mean()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown output kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
+            raise ValueError(f"higher_is_better must be True, False or None, got {self.higher_is_better!r}")
+        if self.kind == QUALITY and self.higher_is_better is None:
+            raise ValueError("a quality output needs a direction (higher_is_better True or False)")
+        if not isinstance(self.aggregation, tuple(_REDUCTIONS.values())):
+            raise ValueError(f"aggregation must be one of {', '.join(c.__name__ for c in _REDUCTIONS.values())}")
+
+    @property
+    def direction(self) -> bool:
+        """The ``higher_is_better`` column of a row: the direction, False for an output without one."""
+        return bool(self.higher_is_better)
+
+    def __bool__(self) -> bool:  # transition: the runner before Output read ``outputs[name]`` as the direction
+        return self.direction
+
+    def row_fields(self) -> dict:
+        """The columns of a results row this declaration fills."""
+        return {"higher_is_better": self.direction, "metric_kind": self.kind}
+
+    def to_dict(self) -> dict:
+        return {"higher_is_better": self.higher_is_better, "kind": self.kind,
+                "aggregation": self.aggregation.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Output":
+        hib = d.get("higher_is_better")
+        return cls(None if hib is None else bool(hib), d.get("kind", QUALITY),
+                   reduction_from_dict(d.get("aggregation") or {"type": "mean"}))
+
+
+def declared_reductions(outputs: Mapping[str, Output]) -> Dict[str, dict]:
+    """``{name: Output.to_dict()}`` of the outputs with a dataset-level reduction: what the runner journals
+    beside the hidden state of each sample (empty: the metric needs no aggregate rows)."""
+    return {n: o.to_dict() for n, o in outputs.items() if o.aggregation.dataset_level}
+
+
+def hidden_state(values: Mapping[str, float]) -> Dict[str, float]:
+    """The hidden per-sample state (``_`` keys) of a metric's value dict."""
+    return {k: float(v) for k, v in values.items() if k.startswith("_")}
+
+
+def reported(values: Mapping[str, float]) -> Dict[str, float]:
+    """The reported values (every key not starting with ``_``) of a metric's value dict."""
+    return {k: v for k, v in values.items() if not k.startswith("_")}
+
+
+def reduce_state(declared: Mapping[str, Mapping], rows: List[Mapping[str, float]]) -> Dict[str, float]:
+    """``{output name: aggregate}`` from the declarations :func:`declared_reductions` recorded and the
+    per-sample state rows of one (benchmark, method, metric) group.  Pure: no metric is imported."""
+    out = {}
+    for name, d in declared.items():
+        agg = Output.from_dict(d).aggregation
+        if agg.dataset_level:
+            usable = [r for r in rows if all(k in r for k in agg.state_keys)]
+            if usable:
+                out[name] = agg.compute(usable)
+    return out
+
+
+# Journals written before declarations were recorded beside the hidden state: their one dataset-level
+# metric (by registry name) and its reductions then.
+_LEGACY_REDUCTIONS = {"segmentation": {
+    "pixel_accuracy": Output(True, QUALITY, RatioOfSums((("_correct", "_labelled"),))).to_dict(),
+    "miou": Output(True, QUALITY, RatioOfSums((("_inter_bg", "_union_bg"), ("_inter_fg", "_union_fg")))).to_dict(),
+}}
+
+
+def legacy_reductions(registry_name: str) -> Dict[str, dict]:
+    return dict(_LEGACY_REDUCTIONS.get(str(registry_name), {}))
 
 # The names below are the ones the harness gives its own rows; they are not metric outputs.
 COST_METRICS = tuple(m for m, k in _LEGACY_KINDS.items() if k == COST)  # kept until the runner writes kinds

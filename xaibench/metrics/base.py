@@ -1,69 +1,68 @@
-"""Metric interface.
+"""The metric interface: a metric scores a batch of (sample, method) explanations.
 
-A metric is an object with ``outputs`` (metric name -> higher-is-better) and
-``compute(ctx) -> {metric name: value}``.  One metric object may report several
-numbers (e.g. ``staa_monotonicity`` and its raw Kendall tau).  ``requires``
-names what the sample must carry (``mask`` for spatial ground truth,
-``frames`` for temporal ground truth); the harness skips a metric whose
-requirement a dataset cannot meet and records why.
+A metric is a class registered in :data:`METRICS` with
 
-All randomness comes from ``ctx.rng`` (a ``numpy.random.Generator`` seeded by
-the harness from the run seed and the sample id), never from a global RNG.
-Model passes are counted by the adapter, not by the metric.
+* ``Config``: its typed config (:class:`xaibench.config.ComponentConfig` dataclass); the registry builds and
+  checks it and passes it to ``__init__(cfg)``;
+* ``outputs``: ``{name: Output}`` (:class:`xaibench.analysis.schema.Output`): each reported number's
+  direction, kind (quality, descriptive, sanity) and aggregation (the mean, or a declared dataset-level
+  reduction over hidden state);
+* ``requires``: the sample fields it needs (``mask`` for spatial ground truth, ``frames`` for temporal);
+  the runner gives it only the items whose sample has them, and skips a metric a dataset cannot serve;
+* ``services``: what it needs from the harness beyond the model (``reexplain``, ``randomised``,
+  :class:`Services`); the runner fills only those;
+* ``version``: bumped when the metric's values change for the same inputs (recorded on every row);
+* ``evaluate(batch) -> [dict per item]``: for each :class:`EvalItem` of the :class:`EvalBatch`, in order,
+  ``{output name: value}`` plus the hidden state (keys starting with ``_``) that declared reductions read.
+  The default loops :meth:`Metric.evaluate_one`; batched metrics override ``evaluate`` and compute every
+  item in one pass on the adapter's device (each value equal to the one-item computation to 1e-6).
 
-Dataset-level metrics (the ``reduce`` hook)
--------------------------------------------
-Some numbers are not means of per-sample numbers (e.g. pixel accuracy and mIoU
-of the Chefer et al. segmentation protocol sum counts over the whole dataset).
-Such a metric
-
-* returns, from ``compute``, its reported per-sample values *and* hidden
-  per-sample values whose names start with an underscore (e.g. ``_correct``);
-  hidden values are not listed in ``outputs`` and are not reported per sample;
-* defines ``reduce(rows) -> {name: value}`` (a classmethod or method), where
-  ``rows`` is the list, over the samples of one (benchmark, method) pair, of
-  the hidden (underscore) entries of the dicts ``compute`` returned; skipped
-  samples are simply absent.  The keys it returns are names in ``outputs``;
-  the harness writes them as aggregate rows (``sample_id = "__aggregate__"``)
-  that replace the mean of the per-sample values for those names.
+All randomness comes from ``item.rng`` (seeded by the harness from the run seed, the sample, the method arm
+and the metric label) or ``item.shared_rng(tag)`` (the same draws for every method of a sample), never from
+a global generator.  Model passes are counted by the adapter, not by the metric; wall-clock time, memory and
+pass counts are measured by the harness (:mod:`xaibench.run.measure`) and are not metrics.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..analysis.schema import KINDS, Output, declared_reductions, reduce_state  # noqa: F401
+from ..errors import UserError
 from ..explanation import Explanation
-
 from ..registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..datasets.base import Sample
 
 #: every metric by name (each module of this package registers its entries on import)
 METRICS = Registry("metric")
 
+#: the services a metric may declare (:class:`Services`)
+SERVICES = ("reexplain", "randomised")
+
 
 @dataclass
-class EvalContext:
-    adapter: object  # ModelAdapter
-    x: torch.Tensor  # (T, C, H, W) pixels in [0, 1]
-    target: int
+class EvalItem:
+    """One (sample, method arm) explanation to score.
+
+    ``sample`` is the whole sample (``x`` (T, C, H, W) pixels in [0, 1], ``mask`` (T, H, W) bool,
+    ``frames`` (T,) bool, ``label``, ``sample_id``) with its tensors on the adapter's device; ``explanation``
+    likewise.  ``logits`` are the clean input's (classes,) float32 logits (no extra pass needed).
+    """
+
+    sample: "Sample"
+    method: str
     explanation: Explanation
-    logits: torch.Tensor  # (num_classes,) logits of the unperturbed input
+    target: int
+    logits: torch.Tensor
     rng: np.random.Generator
-    batch_size: int = 32
-    label: Optional[int] = None
-    mask: Optional[torch.Tensor] = None  # (T, H, W) bool ground truth
-    frames: Optional[torch.Tensor] = None  # (T,) bool evidence frames
-    timing: Dict[str, float] = field(default_factory=dict)  # explain_s etc. filled by the harness
-    counters: Dict[str, float] = field(default_factory=dict)  # passes etc. filled by the harness
-    shared_seed: Tuple[int, ...] = (0,)  # (run seed, sample) -- the same for every method of a sample
-    #: the same method on the same sample and target with another adapter (the randomisation test)
-    reexplain: Optional[Callable] = None
-    #: ``randomised(k, seed)``: a cached copy of the adapter with its head and top k blocks re-initialised
-    randomised: Optional[Callable] = None
+    shared_seed: Tuple[int, ...] = (0,)
 
     def shared_rng(self, tag: str) -> np.random.Generator:
         """A generator seeded by the run seed, the sample and ``tag`` only: every method of a sample gets
@@ -71,19 +70,181 @@ class EvalContext:
         perturbations and their model outputs are shared."""
         return np.random.default_rng([*self.shared_seed, zlib.crc32(tag.encode())])
 
+    # shorthands
+    @property
+    def x(self) -> torch.Tensor:
+        return self.sample.x
 
-class Metric:
-    """Base class: set ``name``, ``outputs``, ``requires``; implement ``compute``.
+    @property
+    def mask(self) -> Optional[torch.Tensor]:
+        return self.sample.mask
 
-    Optionally define ``reduce(rows)`` for dataset-level numbers (module docstring).
+    @property
+    def frames(self) -> Optional[torch.Tensor]:
+        return self.sample.frames
+
+    @property
+    def label(self) -> Optional[int]:
+        return self.sample.label
+
+
+@dataclass
+class Services:
+    """What the harness lends a metric that declared it (``Metric.services``).
+
+    * ``reexplain(item, adapter) -> Explanation``: the item's method on the item's sample and target, with
+      another adapter (the randomisation test);
+    * ``randomised(k, seed) -> adapter``: a copy of the batch's adapter with its classifier head and top
+      ``k`` blocks re-initialised (``k`` >= the number of blocks: every block), made once per run and cached.
     """
 
-    name: str = ""
-    outputs: Dict[str, bool] = {}  # reported name -> higher is better
-    requires: Tuple[str, ...] = ()  # subset of ('mask', 'frames')
+    reexplain: Optional[Callable[[EvalItem, Any], Explanation]] = None
+    randomised: Optional[Callable[[int, int], Any]] = None
+
+    def need(self, name: str, metric: str = "this metric") -> Callable:
+        fn = getattr(self, name, None)
+        if fn is None:
+            raise UserError(f"{metric} needs the harness's {name!r} service, which this caller did not provide "
+                            f"(run it through xaibench, or pass Services({name}=...))")
+        return fn
+
+
+@dataclass
+class EvalBatch:
+    """Every (sample, method) item of a batch of samples, for one metric.
+
+    ``batch_size`` is the model batch size for perturbed inputs: a batched metric packs the perturbed inputs
+    of all its items into model batches up to it.
+    """
+
+    adapter: Any  # ModelAdapter
+    items: List[EvalItem]
+    batch_size: int = 32
+    services: Services = field(default_factory=Services)
+
+    @property
+    def device(self) -> torch.device:
+        dev = getattr(self.adapter, "device", None)
+        if dev is not None:
+            return torch.device(dev)
+        return self.items[0].explanation.volume.device if self.items else torch.device("cpu")
+
+
+class Metric:
+    """Base class of every metric (module docstring).
+
+    Subclasses set ``Config``, ``outputs``, ``requires``, ``services``, ``version`` and implement
+    :meth:`evaluate_one` or, batched, :meth:`evaluate`.
+    """
+
+    Config: type = None  # set by each metric
+    outputs: Dict[str, Output] = {}
+    requires: Tuple[str, ...] = ()
+    services: Tuple[str, ...] = ()
+    version: str = "1"
+
+    def __init__(self, cfg=None):
+        if cfg is None and self.Config is not None:
+            cfg = self.Config()
+        self.cfg = cfg
 
     def params(self) -> dict:
-        return {}
+        """The parameters recorded in the results' ``metric_params`` column (the config's active ones)."""
+        return self.cfg.params() if self.cfg is not None else {}
 
-    def compute(self, ctx: EvalContext) -> Dict[str, float]:
-        raise NotImplementedError
+    def evaluate(self, batch: EvalBatch) -> List[Dict[str, float]]:
+        """One dict per item of ``batch``, in order: output name -> value, plus hidden ``_`` state."""
+        return [self.evaluate_one(item, batch) for item in batch.items]
+
+    def evaluate_one(self, item: EvalItem, batch: EvalBatch) -> Dict[str, float]:
+        """The values of one item (override this, or :meth:`evaluate` for a batched metric)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither evaluate nor evaluate_one")
+
+    # ------------------------------------------------------------------ helpers
+    def output(self, name: str) -> Output:
+        """The declaration of ``name``; a hidden or undeclared name is an error (every output is declared)."""
+        try:
+            return self.outputs[name]
+        except KeyError:
+            raise KeyError(f"{type(self).__name__} returned {name!r}, which its outputs do not declare") from None
+
+
+# ---------------------------------------------------------------------- transition (removed once the runner
+# calls ``metric.evaluate(EvalBatch(...))`` and every metric implements ``evaluate``/``evaluate_one``)
+@dataclass
+class EvalContext:
+    """The old one-sample context (runner before the batch interface; metrics still defining ``compute``)."""
+
+    adapter: object
+    x: torch.Tensor
+    target: int
+    explanation: Explanation
+    logits: torch.Tensor
+    rng: np.random.Generator
+    batch_size: int = 32
+    label: Optional[int] = None
+    mask: Optional[torch.Tensor] = None
+    frames: Optional[torch.Tensor] = None
+    timing: Dict[str, float] = field(default_factory=dict)
+    counters: Dict[str, float] = field(default_factory=dict)
+    shared_seed: Tuple[int, ...] = (0,)
+    reexplain: Optional[Callable] = None
+    randomised: Optional[Callable] = None
+
+    def shared_rng(self, tag: str) -> np.random.Generator:
+        return np.random.default_rng([*self.shared_seed, zlib.crc32(tag.encode())])
+
+
+def _legacy_compute(self, ctx: EvalContext) -> Dict[str, float]:
+    """Old runner -> new metric: one item from the context, through ``evaluate``."""
+    from types import SimpleNamespace
+
+    sample = SimpleNamespace(sample_id="", x=ctx.x, mask=ctx.mask, frames=ctx.frames, label=ctx.label, meta={})
+    item = EvalItem(sample=sample, method="", explanation=ctx.explanation, target=ctx.target, logits=ctx.logits,
+                    rng=ctx.rng, shared_seed=ctx.shared_seed)
+    services = Services(reexplain=None if ctx.reexplain is None else (lambda it, ad: ctx.reexplain(ad)),
+                        randomised=ctx.randomised)
+    return self.evaluate(EvalBatch(adapter=ctx.adapter, items=[item], batch_size=ctx.batch_size,
+                                   services=services))[0]
+
+
+def _legacy_evaluate_one(self, item: EvalItem, batch: EvalBatch) -> Dict[str, float]:
+    """New runner -> old metric (defines only ``compute(ctx)``)."""
+    s = item.sample
+    reex = batch.services.reexplain
+    ctx = EvalContext(adapter=batch.adapter, x=s.x, target=item.target, explanation=item.explanation,
+                      logits=item.logits, rng=item.rng, batch_size=batch.batch_size, label=s.label, mask=s.mask,
+                      frames=s.frames, shared_seed=item.shared_seed,
+                      reexplain=None if reex is None else (lambda ad: reex(item, ad)),
+                      randomised=batch.services.randomised)
+    return self.compute(ctx)
+
+
+def _legacy_reduce(self):
+    """Old runner: ``hasattr(metric, 'reduce')`` marks a metric whose hidden state it journals."""
+    declared = declared_reductions(_declared(self.outputs))
+    if not declared:
+        raise AttributeError("reduce")
+    return lambda rows: reduce_state(declared, list(rows))
+
+
+def _declared(outputs):
+    return {k: v for k, v in outputs.items() if isinstance(v, Output)}
+
+
+def _init_subclass(cls, **kw):
+    super(Metric, cls).__init_subclass__(**kw)
+    if "compute" in cls.__dict__ and "evaluate" not in cls.__dict__ and "evaluate_one" not in cls.__dict__:
+        cls.evaluate_one = _legacy_evaluate_one
+
+
+Metric.compute = _legacy_compute
+Metric.reduce = property(_legacy_reduce)
+Metric.__init_subclass__ = classmethod(_init_subclass)
+
+
+def evaluate_items(metric: Metric, adapter, items: List[EvalItem], batch_size: int = 32,
+                   services: Optional[Services] = None) -> List[Dict[str, float]]:
+    """``metric.evaluate`` on ``items`` (a convenience for tests and scripts)."""
+    return metric.evaluate(EvalBatch(adapter=adapter, items=list(items), batch_size=batch_size,
+                                     services=services or Services()))
