@@ -48,7 +48,7 @@ def test_one_trace_serves_several_parameter_values(video_and_image):
 
     adapter = video_and_image[0]
     xs = torch.rand(2, *adapter.input_shape, generator=torch.Generator().manual_seed(1))
-    arms = [methods.create("staa", enhance=True, lam=lam, layers=k) for lam in (0.0, 2.0) for k in (1, 2)]
+    arms = [methods.create("staa", enhance=True, layers=k, **{"lambda": lam}) for lam in (0.0, 2.0) for k in (1, 2)]
     req = merge_requests(a.trace_request(adapter) for a in arms)
     with adapter.counting() as n:
         trace = adapter.trace(xs, target=[1, 1], **trace_kwargs(req))

@@ -323,7 +323,7 @@ def test_stdnorm_generic_base_unchanged(tiny):
     x = pixels(a, 1, seed=6)
     stack, trace = traced(a, x, 1)
     e = methods.create("stdnorm")(a, x[0], 1)
-    assert methods.create("stdnorm").params() == {"layers": 2, "use_std": True}
+    assert methods.create("stdnorm").params() == {"layers": 2, "use_std": True, "base": "generic", "upsample": "bilinear"}
     ref = stdnorm_dense(trace, [rec.probs[0].double() for rec in trace.attentions]).reshape(1, *a.grid).float()
     torch.testing.assert_close(e.token_map, ref, rtol=1e-5, atol=1e-7)
     same = methods.create("stdnorm", base="generic")(a, x[0], 1)

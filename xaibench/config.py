@@ -152,7 +152,12 @@ class ComponentConfig:
     def specs(cls) -> List[ParamSpec]:
         hints = typing.get_type_hints(cls)
         out = []
-        for f in dataclasses.fields(cls):
+        # the component's own parameters first, the ones shared through base configs after them
+        depth = {}
+        for d, klass in enumerate(cls.__mro__):
+            for name in getattr(klass, "__annotations__", {}):
+                depth[name] = d
+        for f in sorted(dataclasses.fields(cls), key=lambda f: depth.get(f.name, 0)):
             md = f.metadata.get(_META, {})
             default = f.default if f.default is not MISSING else (
                 f.default_factory() if f.default_factory is not MISSING else MISSING)
@@ -317,7 +322,9 @@ def schema(cls) -> type:
     ann, ns = {"name": str}, {"name": cls.registry_name}
     for s in cls.specs():
         tp, optional = _unwrap(s.type)
-        ann[s.key] = _omegaconf_type(s.type)
+        # a method parameter may hold a list of values (one method arm per value, xaibench.run.plan): Hydra
+        # checks its name, :func:`build` its values
+        ann[s.key] = Any if cls.group == "method" else _omegaconf_type(s.type)
         d = s.default
         if d is MISSING:
             ns[s.key] = MISSING

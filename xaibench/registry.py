@@ -31,6 +31,14 @@ from .config import ComponentConfig, build, store, unknown_key_error
 from .errors import UserError
 
 
+def _takes_config(obj) -> bool:
+    """Whether a class's constructor takes one config argument (``__init__(self, cfg=None)``)."""
+    if not inspect.isclass(obj):
+        return True
+    params = [p for p in inspect.signature(obj.__init__).parameters.values() if p.name != "self"]
+    return len(params) == 1 and params[0].name == "cfg"
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind  # the config group: model, dataset, method, metric
@@ -44,6 +52,8 @@ class Registry:
             if key in self._entries and self._entries[key] is not obj:
                 raise RuntimeError(f"{self.kind} {key!r} registered twice")
             cfg_cls = config or getattr(obj, "Config", None)
+            if config is None and cfg_cls is not None and not _takes_config(obj):
+                cfg_cls = None  # a class still created from keywords (being migrated)
             if cfg_cls is not None:
                 if not (isinstance(cfg_cls, type) and issubclass(cfg_cls, ComponentConfig)
                         and dataclasses.is_dataclass(cfg_cls)):

@@ -58,12 +58,15 @@ products.  Everything is batched over samples.
 from __future__ import annotations
 
 from functools import lru_cache
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
 
-from ..errors import NotApplicable, UserError, check_range
+from ..config import param
+from ..errors import NotApplicable, UserError
 from ..explanation import from_token_map
+from .base import UpsampleConfig
 
 
 @lru_cache(maxsize=64)
@@ -218,37 +221,36 @@ def chefer_block(rec) -> torch.Tensor:
     return head_mean((rec.grad * rec.probs).clamp(min=0)).double()
 
 
+@dataclass
+class PropagationConfig(UpsampleConfig):
+    """The layers a propagation rule uses: the last ``layers`` blocks (null: all), or every block from
+    ``start_layer`` on (the reference codes' convention); not both."""
+
+    layers: Optional[int] = param(None, range=(1, 1024), active=lambda c: c.start_layer is None,
+                                  help="the last k blocks used (null: all)")
+    start_layer: Optional[int] = param(None, range=(0, 1023), active=lambda c: c.start_layer is not None,
+                                       help="use every block from this index on (instead of layers)")
+
+    def validate(self):
+        default = type(self).__dataclass_fields__["layers"].default
+        if self.start_layer is not None and self.layers not in (None, default):
+            raise UserError("give either method.layers (the last k blocks) or method.start_layer (every block "
+                            "from index s on), not both")
+
+
 class PropagationMethod:
+    Config = PropagationConfig
     """Mixin for the layer-propagation methods (rollout, chefer, stdnorm): which layers are used --
     ``layers`` (the last k; ``None`` = all) or ``start_layer`` (every block from index s on, as Chefer et
     al.'s evaluation code's ``start_layer``; the two are exclusive) -- and ``upsample``, and the batched
     skeleton trace -> blocks -> propagate."""
 
-    default_layers = None
     grads = False
     ln_stats = False
     residual = False
     pool = "mean"
     cls_self = 0.0
     cls_rows = "mean"
-
-    def __init__(self, layers="default", upsample: str = "bilinear", start_layer: Optional[int] = None):
-        layers = self.default_layers if layers == "default" else layers
-        if start_layer is not None:
-            if layers not in (None, self.default_layers):
-                raise UserError("give either method.layers (the last k blocks) or method.start_layer (every block "
-                                "from index s on), not both")
-            layers = None
-            start_layer = check_range("method.start_layer", start_layer, 0, 1023, integer=True)
-        self.layers = None if layers is None else check_range("method.layers", layers, 1, 1024, integer=True)
-        self.start_layer = start_layer
-        self.upsample = upsample
-
-    def params(self):
-        p = {"layers": self.layers}
-        if self.start_layer is not None:
-            p["start_layer"] = self.start_layer
-        return p
 
     def _last_k(self, adapter) -> Optional[int]:
         """The number of last blocks used (None: all)."""

@@ -21,17 +21,14 @@ over each token frame's input frames).  No gradients.
 
 from __future__ import annotations
 
-from .base import METHODS
 from ._relevance import readout_rows
-from .base import Method, from_token_map
+from .base import METHODS, Method, UpsampleConfig, from_token_map
 
 
 @METHODS.register("attention")
 class Attention(Method):
     name = "attention"
-
-    def __init__(self, upsample: str = "bilinear"):
-        self.upsample = upsample
+    Config = UpsampleConfig
 
     def trace_request(self, adapter):
         return {"attentions": True, "layers": 1}

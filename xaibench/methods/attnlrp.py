@@ -43,8 +43,7 @@ import torch.nn.functional as F
 
 from ..errors import NotApplicable
 from ..models.blocks import Ops, check_rerun, entry_tokens, linear_params, require_stack, run
-from .base import METHODS
-from .base import Method, from_token_map
+from .base import METHODS, Method, UpsampleConfig, from_token_map
 
 
 def _lxt():
@@ -96,9 +95,7 @@ def token_relevance(stack, tokens: torch.Tensor, target: torch.Tensor):
 @METHODS.register("attnlrp")
 class AttnLRP(Method):
     name = "attnlrp"
-
-    def __init__(self, upsample: str = "bilinear"):
-        self.upsample = upsample
+    Config = UpsampleConfig
 
     def check(self, adapter):
         require_stack(adapter)

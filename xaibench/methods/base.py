@@ -20,33 +20,61 @@ finds out there); the harness records the pair as skipped.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import torch
 
+from ..config import ComponentConfig, build, param
 from ..explanation import Explanation, from_token_map, upsample  # noqa: F401  (re-exported for methods)
-
 from ..registry import Registry
 
 #: every method by name (each module of this package registers its entries on import)
 METHODS = Registry("method")
 
 
-class Method:
-    """Base class.  Subclasses set ``name`` and implement :meth:`explain` or :meth:`explain_batch`.
+UPSAMPLE_MODES = ("bilinear", "nearest", "bicubic")
 
-    ``aliases`` maps a user-facing config parameter to the Python keyword it is
-    passed as (``lambda`` -> ``lam``); the registry applies it, so configs keep
-    the user-facing names.
+
+@dataclass
+class MethodConfig(ComponentConfig):
+    """A method without parameters."""
+
+
+@dataclass
+class UpsampleConfig(MethodConfig):
+    """Methods that compute a token map and upsample it to the input resolution."""
+
+    upsample: str = param("bilinear", choices=UPSAMPLE_MODES,
+                          help="interpolation of the token map to the input resolution")
+
+
+class Method:
+    """Base class.  Subclasses set ``name`` and ``Config`` (their typed config, :mod:`xaibench.config`) and
+    implement :meth:`explain`, :meth:`explain_batch` or :meth:`explain_trace`.
+
+    The method is created from a checked config instance (``METHODS.create(name, **values)`` checks the
+    values); its parameters are read as attributes (``self.layers`` is ``self.cfg.layers``).
     """
 
     name: str = ""
-    aliases: Dict[str, str] = {}
+    Config = MethodConfig
     requires: tuple = ()  # what the sample must carry ('mask', 'frames'): the controls built from ground truth
+    #: bump when the method's explanations change for the same input (recorded with every result row)
+    version: str = "1"
+
+    def __init__(self, cfg: Optional[ComponentConfig] = None):
+        self.cfg = cfg if cfg is not None else build(type(self).Config, {}, where="method")
+
+    def __getattr__(self, name):
+        cfg = self.__dict__.get("cfg")
+        if cfg is not None and name in {f for f in type(cfg).__dataclass_fields__}:
+            return getattr(cfg, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def params(self) -> dict:
-        """The method's parameters, as recorded in the results' ``params`` column."""
-        return {}
+        """The method's parameters, as recorded in the results' ``params`` column (the active ones)."""
+        return self.cfg.params()
 
     @property
     def batchable(self) -> bool:

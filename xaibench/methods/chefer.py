@@ -22,9 +22,8 @@ Cost: one forward and one backward pass.
 
 from __future__ import annotations
 
-from .base import METHODS
 from ._relevance import PropagationMethod, chefer_block
-from .base import Method
+from .base import METHODS, Method
 
 
 @METHODS.register("chefer")

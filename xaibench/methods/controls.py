@@ -23,14 +23,20 @@ the harness skips them, with the reason, on data without one (Kinetics).
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import check_range
+from ..config import param
 from ..explanation import Explanation, from_token_map
-from .base import METHODS
-from .base import Method
+from .base import METHODS, Method, MethodConfig
+
+
+@dataclass
+class SeedConfig(MethodConfig):
+    seed: Optional[int] = param(None, range=(0, 2 ** 32 - 1), help="seed of the noise (null: the run's seed)")
 
 
 class _Control(Method):
@@ -41,16 +47,11 @@ class _Control(Method):
 @METHODS.register("control_random")
 class RandomControl(_Control):
     name = "control_random"
-
-    def __init__(self, seed: int = 0):
-        self.seed = 0 if seed is None else check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
-
-    def params(self):
-        return {"seed": self.seed}
+    Config = SeedConfig
 
     def explain_sample(self, adapter, sample, target):
         L = adapter.layout
-        rng = np.random.default_rng([self.seed, zlib.crc32(str(sample.sample_id).encode())])
+        rng = np.random.default_rng([self.seed or 0, zlib.crc32(str(sample.sample_id).encode())])
         noise = torch.from_numpy(rng.random((L.frames, *L.grid)))
         return from_token_map(noise, adapter.image_size, L.tubelet, mode="nearest")
 

@@ -33,9 +33,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from .base import METHODS
+from dataclasses import dataclass
+from typing import Optional
+
+from ..config import param
 from ._relevance import patch_part, readout_vector, vecmul
-from .base import Method, from_token_map
+from .base import METHODS, Method, UpsampleConfig, from_token_map
 
 POOLS = ("clip", "frame")
 SOURCES = ("activations", "attention")
@@ -50,22 +53,21 @@ def per_head_rows(layout, rec, t: torch.Tensor) -> torch.Tensor:
     return rows.reshape(B, Hd, *rows.shape[1:])
 
 
+@dataclass
+class GradCAMConfig(UpsampleConfig):
+    source: str = param("activations", choices=SOURCES,
+                        help="activations: a layer's token activations; attention: the last attention map "
+                             "(Chefer et al.'s Grad-CAM baseline)")
+    layer: Optional[str] = param(None, active=lambda c: c.source == "activations",
+                                 help="module name (model.named_modules()); null: the model's declared layer")
+    pool: str = param("clip", choices=POOLS, active=lambda c: c.source == "activations",
+                      help="average the gradients over the whole clip or per frame")
+
+
 @METHODS.register("gradcam")
 class GradCAM(Method):
     name = "gradcam"
-
-    def __init__(self, layer: str | None = None, pool: str = "clip", source: str = "activations",
-                 upsample: str = "bilinear"):
-        if pool not in POOLS:
-            raise UserError(f"method.pool={pool!r}; valid: {', '.join(POOLS)}")
-        if source not in SOURCES:
-            raise UserError(f"method.source={source!r}; valid: {', '.join(SOURCES)}")
-        self.layer, self.pool, self.source, self.upsample = layer, pool, source, upsample
-
-    def params(self):
-        if self.source == "attention":
-            return {"source": self.source}
-        return {"layer": self.layer, "pool": self.pool, "source": self.source}
+    Config = GradCAMConfig
 
     def _layer(self, adapter) -> str:
         layer = self.layer or adapter.gradcam_layer

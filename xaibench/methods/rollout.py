@@ -30,9 +30,8 @@ Computed as vector-matrix products from the readout row; no gradients.
 
 from __future__ import annotations
 
-from .base import METHODS
 from ._relevance import PropagationMethod, rollout_block
-from .base import Method
+from .base import METHODS, Method
 
 
 @METHODS.register("rollout")

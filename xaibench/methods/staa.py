@@ -63,12 +63,14 @@ frame) give the same map and score to both input frames.  Images: ``tau = [1]``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..errors import UserError, check_range
-from .base import METHODS
+from ..config import param
+from ..errors import UserError
 from ._relevance import head_mean, patch_part, readout_rows
-from .base import Method, from_token_map
+from .base import METHODS, Method, UpsampleConfig, from_token_map
 
 TEMPORAL = ("temporal_attention", "cls_mass", "uniform")
 SMOOTHING = ("none", "ema")
@@ -91,32 +93,23 @@ def ema(maps: torch.Tensor, alpha: float) -> torch.Tensor:
     return out
 
 
+@dataclass
+class STAAConfig(UpsampleConfig):
+    layers: int = param(1, range=(1, 64), help="last layers whose attention is averaged")
+    enhance: bool = param(False, help="enhanced STAA: focus each frame with the dynamic threshold")
+    lam: float = param(1.0, range=(0.0, 5.0), key="lambda", active=lambda c: c.enhance,
+                       help="threshold mu_t + lambda sigma_t of the attention focusing")
+    smoothing: str = param("none", choices=SMOOTHING, active=lambda c: c.enhance,
+                           help="temporal smoothing of the spatial maps before focusing")
+    alpha: float = param(0.3, range=(0.0, 1.0), active=lambda c: c.enhance and c.smoothing == "ema",
+                         help="EMA weight of the current frame")
+    temporal: str = param("temporal_attention", choices=TEMPORAL, help="temporal importance tau_t")
+
+
 @METHODS.register("staa")
 class STAA(Method):
     name = "staa"
-    aliases = {"lambda": "lam"}
-
-    def __init__(self, layers: int = 1, enhance: bool = False, lam: float = 1.0, smoothing: str = "none",
-                 alpha: float = 0.3, temporal: str = "temporal_attention", upsample: str = "bilinear"):
-        self.layers = check_range("method.layers", layers, 1, 64, integer=True)
-        self.enhance = bool(enhance)
-        self.lam = check_range("method.lambda", lam, 0.0, 5.0)
-        if smoothing not in SMOOTHING:
-            raise UserError(f"method.smoothing={smoothing!r}; valid: {', '.join(SMOOTHING)}")
-        self.smoothing = smoothing
-        self.alpha = check_range("method.alpha", alpha, 0.0, 1.0)
-        if temporal not in TEMPORAL:
-            raise UserError(f"method.temporal={temporal!r}; valid: {', '.join(TEMPORAL)}")
-        self.temporal = temporal
-        self.upsample = upsample
-
-    def params(self):
-        p = {"layers": self.layers, "enhance": self.enhance, "temporal": self.temporal}
-        if self.enhance:
-            p.update({"lambda": self.lam, "smoothing": self.smoothing})
-            if self.smoothing == "ema":
-                p["alpha"] = self.alpha
-        return p
+    Config = STAAConfig
 
     def trace_request(self, adapter):
         """The one forward pass STAA needs: attention of the last ``layers`` blocks only."""

@@ -58,13 +58,16 @@ Readout and token layouts as in :mod:`xaibench.methods.chefer` (see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from ..errors import NotApplicable, UserError
+from ..config import param
+from ..errors import NotApplicable
 from ..models.blocks import require_stack
-from .base import METHODS
-from ._relevance import PropagationMethod, chefer_block, embedded_sum, propagate, scale_columns
-from .base import Method, from_token_map
+from ._relevance import PropagationConfig, PropagationMethod, chefer_block, embedded_sum, propagate, scale_columns
+from .base import METHODS, Method, from_token_map
 from .transformer_attribution import attention_relevance, capture_request, ta_block
 
 BASES = ("generic", "transformer_attribution")
@@ -86,30 +89,27 @@ def stdnorm_block(rec, use_std: bool, weighted=None) -> torch.Tensor:
     return torch.where(total.view(shape) > 0, w / total.clamp_min(1e-300).view(shape), torch.zeros_like(w))
 
 
+@dataclass
+class StdNormConfig(PropagationConfig):
+    layers: Optional[int] = param(2, range=(1, 1024), active=lambda c: c.start_layer is None,
+                                  help="the last k blocks used (null: all)")
+    use_std: bool = param(True, help="divide each column by the layer norm's std of its token")
+    base: str = param("generic", choices=BASES, help="the gradient-weighted matrix it normalises")
+
+
 @METHODS.register("stdnorm")
 class StdNorm(PropagationMethod, Method):
     name = "stdnorm"
-    default_layers = 2
+    Config = StdNormConfig
     grads = True
     residual = True
     pool = "sum"
     cls_self = 0.0
     cls_rows = "sum"
 
-    def __init__(self, layers="default", use_std: bool = True, upsample: str = "bilinear", base: str = "generic",
-                 start_layer=None):
-        super().__init__(layers, upsample, start_layer)
-        if base not in BASES:
-            raise UserError(f"method.base={base!r} is not valid; choose one of {', '.join(BASES)}")
-        self.use_std = bool(use_std)
-        self.ln_stats = self.use_std
-        self.base = base
-
-    def params(self):
-        p = {**super().params(), "use_std": self.use_std}
-        if self.base != "generic":
-            p["base"] = self.base
-        return p
+    @property
+    def ln_stats(self):
+        return self.use_std
 
     def check(self, adapter):
         if self.base == "transformer_attribution":
@@ -125,7 +125,7 @@ class StdNorm(PropagationMethod, Method):
     def explain_trace(self, adapter, trace):
         if self.base == "generic":
             return super().explain_trace(adapter, trace)
-        recs, rel = attention_relevance(adapter, trace, self.layers)
+        recs, rel = attention_relevance(adapter, trace, self._last_k(adapter))
         blocks = [stdnorm_block(r, self.use_std, ta_block(r, ra)) for r, ra in zip(recs, rel)]
         maps = propagate(adapter.layout, recs, blocks, residual=self.residual, pool=self.pool,
                          cls_self=self.cls_self, cls_rows=self.cls_rows)

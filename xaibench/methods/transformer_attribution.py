@@ -66,9 +66,8 @@ from torch.autograd import Function
 
 from ..errors import NotApplicable
 from ..models.blocks import Ops, check_rerun, entry_tokens, linear_params, require_stack, run
-from .base import METHODS
 from ._relevance import PropagationMethod, head_mean, last_layers, propagate
-from .base import Method, from_token_map
+from .base import METHODS, Method, from_token_map
 
 EPS = 1e-9
 

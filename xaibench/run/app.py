@@ -49,6 +49,12 @@ def _schema():
 _schema()
 
 
+def register_schemas() -> None:
+    """Import the component registries: each registration stores its typed config in Hydra's ConfigStore
+    (``schema/<group>/<name>``), which the YAML files of the group extend.  Must run before Hydra composes."""
+    from .. import datasets, methods, metrics, models  # noqa: F401
+
+
 def _task(cfg: DictConfig):
     import torch
 
@@ -114,6 +120,7 @@ def main():
     except UserError as e:
         print(f"xaibench: error: {e}", file=sys.stderr)
         sys.exit(2)
+    register_schemas()
     hydra.main(config_path="pkg://xaibench.conf", config_name="config", version_base="1.3")(_task)()
     if FAILED:
         print(f"xaibench: {len(FAILED)} point(s) of the sweep failed (see error.txt in): " + ", ".join(FAILED),

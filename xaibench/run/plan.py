@@ -76,11 +76,14 @@ def options(group: str) -> List[str]:
 def load(group: str, name: str) -> dict:
     """The config ``<group>/<name>.yaml`` composed by Hydra from the search path, as a plain dict."""
     from hydra import compose
-    from hydra.errors import MissingConfigException
+    from hydra.errors import ConfigCompositionException, MissingConfigException
 
+    registry(group)  # registers the group's schemas (schema/<group>/<name>) that the YAML files extend
     with hydra_context():
         try:
             cfg = compose(config_name=f"{group}/{name}")
+        except ConfigCompositionException as e:
+            raise UserError(f"{group} config {name!r} could not be composed: {e}") from None
         except MissingConfigException:
             valid = options(group)
             close = difflib.get_close_matches(str(name), valid, n=1)
@@ -110,8 +113,27 @@ class Component:
     def accepted(self) -> Optional[List[str]]:
         return registry(self.group).parameters(self.name)
 
+    def config(self):
+        """The checked typed config (:mod:`xaibench.config`); a bad value is a UserError naming the field and
+        the component.  ``None`` for an entry without a typed config (being migrated)."""
+        reg = registry(self.group)
+        if reg.config(self.name) is None:
+            return None
+        return reg.build_config(self.name, self.params, where=self.where)
+
+    @property
+    def where(self) -> str:
+        return self.group if self.label == self.name else f"{self.group} {self.label}:{self.group}"
+
+    def check(self) -> None:
+        """Check every value now (before any model or data loads)."""
+        self.config()
+
     def create(self):
-        return registry(self.group).create(self.name, **self.params)
+        cfg = self.config()
+        if cfg is None:
+            return registry(self.group).create(self.name, **self.params)
+        return registry(self.group).create(self.name, cfg)
 
 
 def _plain(v):
@@ -184,10 +206,32 @@ def apply_overrides(group: str, comps: List[Component], overrides: dict) -> List
 def expand_lists(comp: Component, list_keys=None) -> List[Component]:
     """A method whose parameters hold lists (``lambda: [0, 0.5]``) -> one arm per combination, labelled
     ``label[key=value,...]``; parameters that take lists by nature (``ratios``, ``depths``) are kept."""
-    acc_lists = set(getattr(registry(comp.group).get(comp.name), "list_parameters", ()))
+    reg = registry(comp.group)
+    cfg_cls = reg.config(comp.name)
+    if cfg_cls is not None:
+        acc_lists = {s.key for s in cfg_cls.specs() if s.list_value or _is_list_type(s.type)}
+    else:
+        acc_lists = set(getattr(reg.get(comp.name), "list_parameters", ()))
     keys = [k for k, v in comp.params.items() if isinstance(v, list) and k not in acc_lists]
     if not keys:
         return [comp]
+    if cfg_cls is not None:
+        # a list for a parameter that does not matter in this configuration (STAA's lambda without enhance)
+        # makes no arms: the component runs once with its own value
+        probe = dict(comp.params)
+        probe.update({k: comp.params[k][0] for k in keys if comp.params[k]})
+        try:
+            cfg = reg.build_config(comp.name, probe, where=comp.where)
+        except UserError:
+            cfg = None
+        if cfg is not None:
+            inactive = [k for k in keys if not cfg.is_active(k)]
+            if inactive:
+                comp = Component(comp.group, comp.label, comp.name,
+                                 {k: v for k, v in comp.params.items() if k not in inactive})
+                keys = [k for k in keys if k not in inactive]
+                if not keys:
+                    return [comp]
     arms = []
     for values in itertools.product(*(comp.params[k] for k in keys)):
         p = dict(comp.params)
@@ -195,6 +239,13 @@ def expand_lists(comp: Component, list_keys=None) -> List[Component]:
         tag = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values))
         arms.append(Component(comp.group, f"{comp.label}[{tag}]", comp.name, p))
     return arms
+
+
+def _is_list_type(tp) -> bool:
+    import typing
+
+    base = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is typing.Union else [tp]
+    return any(typing.get_origin(b) in (list, tuple) for b in base)
 
 
 def _fmt(v) -> str:
