@@ -1,34 +1,49 @@
-"""Uncertainty, significance, ranking and metric validity on the tidy per-sample table.
+"""Uncertainty, significance, effect sizes, rankings, marks and metric validity on the tidy per-sample table.
 
 Input: the frame of :func:`xaibench.analysis.results.to_frame` (one row per sample
 x model x method x metric: ``experiment, dataset, model, method, params,
-sample_id, metric, value, higher_is_better``).  A *benchmark* is (experiment,
-dataset, model); a *family* is a benchmark x metric; an *arm* is (method,
-params).  Only per-sample values are paired, ranked and tested: rows with
-``sample_id == "__aggregate__"`` (dataset-level values) and ``metric ==
-"skipped"`` rows are left out.  A NaN value is *undefined*: a pair or sample
-with a NaN on either side is dropped and counted, never silently.
+sample_id, metric, value, higher_is_better, metric_kind``).  A *benchmark* is
+(experiment, dataset, model); a *family* is a benchmark x metric; an *arm* is
+(method, params).  Only per-sample values are paired, ranked and tested: rows
+with ``sample_id == "__aggregate__"`` (dataset-level values) and ``metric ==
+"skipped"`` rows are left out.  A NaN value is *undefined*: a pair or sample with
+a NaN on either side is dropped and counted, never silently.
 
-Controls are pseudo-methods run beside the real ones; their label starts with
-``control_``: ``control_random`` (seeded noise), ``control_constant``,
-``control_gt`` (the ground-truth mask) and ``control_gt_inverted``.
+Which families are judged is read from the ``metric_kind`` column
+(:func:`xaibench.analysis.schema.metric_kinds`, :func:`~xaibench.analysis.schema.is_judged`):
+only ``quality`` outputs get validity verdicts, comparisons, rankings and marks;
+descriptive, sanity and cost outputs are never judged.  Controls are
+pseudo-methods whose label starts with ``control_`` (``control_random``,
+``control_constant``, ``control_gt``, ``control_gt_inverted``): they judge the
+metric and are left out of every comparison and ranking of the methods.
 
-Tables (see each function): :func:`validity` (``validity.csv``),
-:func:`comparisons` (``comparisons.csv``), :func:`ranking` (``ranking.csv``);
-:func:`bootstrap_ci` and :func:`mark_best` feed ``summary.csv``.
+Tables (each function says its columns; ``docs/metrics.md`` gives the reasoning):
 
-The paired test everywhere is the Wilcoxon signed-rank test
-(Wilcoxon 1945, "Individual comparisons by ranking methods"), computed by
-``scipy.stats.wilcoxon`` on the differences ``d = a - b`` with zeros dropped
-(``zero_method="wilcox"``); see :func:`signed_rank` for how its p-value is
-computed.
+* :func:`validity` (``validity.csv``): per judged family, ``valid`` /
+  ``invalid`` / ``undetermined`` from three checks against the controls, each a
+  three-way decision (significance, an effect floor, a bootstrap of the
+  samples), Benjamini-Hochberg over every check of the run;
+* :func:`comparisons` (``comparisons.csv``): each method arm against the
+  family's best arm (many-to-one), two-sided Wilcoxon signed-rank tests with
+  Holm over the k - 1 comparisons, paired effect sizes with bootstrap intervals,
+  the n each comparison would need, and how stable the best arm is;
+* :func:`ranking` (``ranking.csv``): mean ranks of the method arms and the Friedman test;
+* :func:`marks` (the summary's ``best, effect, effect_ci_low, effect_ci_high,
+  n_needed, mark_note``): ``best`` / ``tied`` only where the metric is valid,
+  a comparison can reject at this n, and (for ``best``) the best arm keeps the
+  top under a bootstrap of the samples;
+* :func:`bootstrap_ci` / :func:`bootstrap_cis`: the summary's intervals.
+
+The paired test everywhere is the Wilcoxon signed-rank test (Wilcoxon 1945),
+computed by ``scipy.stats.wilcoxon`` on the differences with zeros dropped
+(:func:`signed_rank`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
+import zlib
 from typing import Iterator, Tuple
 
 import numpy as np
@@ -36,17 +51,34 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import UserError
-from .schema import AGGREGATE, COST_METRICS, DESCRIPTIVE_METRICS
+from .schema import AGGREGATE, is_judged, metric_kinds
 
 BENCH = ["experiment", "dataset", "model"]
 FAMILY = BENCH + ["metric"]
 CONTROL_PREFIX = "control_"
-# validity checks: (name, arm a, arm b, must a be significantly better than b?)
+CONTROLS = ("control_gt", "control_random", "control_gt_inverted", "control_constant")
+# validity checks: (name, arm a, arm b, must a be better than b by more than the floor?)
 VALIDITY_TESTS = (("gt_random", "control_gt", "control_random", True),
                   ("gt_inverted", "control_gt", "control_gt_inverted", True),
                   ("constant_random", "control_constant", "control_random", False))
 _WORD = {"control_gt": "gt", "control_random": "random", "control_gt_inverted": "inverted gt",
          "control_constant": "constant"}
+VERDICTS = ("valid", "invalid", "undetermined")
+
+#: effect floor of the validity checks, as a fraction of the control span (see :func:`validity`)
+FLOOR = 0.1
+#: power the ``n_needed`` columns are computed for
+POWER = 0.8
+#: share of bootstrap resamples in which the best arm must keep the top mean to be marked ``best``
+STABLE = 0.95
+#: a medium standardised paired effect (Cohen 1988): what the default n is sized to detect
+MEDIUM_DZ = 0.5
+N_BOOT_VALIDITY = 2000
+N_BOOT_EFFECT = 1000
+#: ``n_needed`` above this is reported as NaN ("not reachable"): the effect sits (almost) on the boundary
+N_CAP = 100_000
+#: the summary columns :func:`marks` fills beside ``best``
+MARK_COLUMNS = ("effect", "effect_ci_low", "effect_ci_high", "n_needed", "mark_note")
 
 
 def is_control(method) -> bool:
@@ -54,11 +86,24 @@ def is_control(method) -> bool:
 
 
 def _check_alpha(alpha: float, name: str = "alpha") -> None:
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1):
         raise UserError(f"{name} must be a number strictly between 0 and 1 (e.g. 0.05), got {alpha!r}")
 
 
-# --------------------------------------------------------------------------- primitives
+def _family_rng(seed, key: dict) -> np.random.Generator:
+    """A generator per family, seeded by (seed, the family's name): a family's resamples do not depend on the
+    other families of the run (a merged run gives the same numbers as one run)."""
+    text = "\x1f".join(str(key[c]) for c in FAMILY)
+    return np.random.default_rng([int(seed), zlib.crc32(text.encode())])
+
+
+def family_seed(seed, key: dict) -> int:
+    """The seed of a family's effect-size intervals in :func:`comparisons` (``scipy.stats.bootstrap`` gets
+    ``np.random.default_rng(family_seed(seed, key))``)."""
+    return int(_family_rng(seed, key).integers(2**31))
+
+
+# --------------------------------------------------------------------------- intervals
 def bootstrap_ci(values, level: float = 0.95, n_resamples: int = 1000, seed=0) -> Tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean.
 
@@ -75,13 +120,15 @@ def bootstrap_ci(values, level: float = 0.95, n_resamples: int = 1000, seed=0) -
     return float(lo[0]), float(hi[0])
 
 
-def bootstrap_cis(arrays, level: float = 0.95, n_resamples: int = 1000, seed=0) -> Tuple[np.ndarray, np.ndarray]:
+def bootstrap_cis(arrays, level: float = 0.95, n_resamples: int = 1000, seed=0, statistic=np.mean
+                  ) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`bootstrap_ci` of each array in ``arrays`` (one scipy call per distinct number of finite values).
 
     ``scipy.stats.bootstrap`` draws one matrix of resampling indices per call
     and applies it to every row of a 2-D input, so the rows of one call get the
     interval each would get from its own call with the same seed (tested): a
-    key's interval does not depend on the other keys.  Returns (low, high) arrays.
+    key's interval does not depend on the other keys.  ``statistic(x, axis)``
+    (default the mean) must reduce the last axis.  Returns (low, high) arrays.
     """
     _check_alpha(level, "level")
     xs = [np.asarray(a, dtype=float) for a in arrays]
@@ -92,13 +139,16 @@ def bootstrap_cis(arrays, level: float = 0.95, n_resamples: int = 1000, seed=0) 
         if x.size >= 2:
             by_len.setdefault(x.size, []).append(i)
     for idx in by_len.values():
-        ci = stats.bootstrap((np.stack([xs[i] for i in idx]),), np.mean, confidence_level=level, axis=-1,
-                             n_resamples=n_resamples, method="percentile", vectorized=True,
-                             rng=np.random.default_rng(seed)).confidence_interval
+        with warnings.catch_warnings():  # a degenerate distribution (all resamples equal) is a valid answer here
+            warnings.simplefilter("ignore")
+            ci = stats.bootstrap((np.stack([xs[i] for i in idx]),), statistic, confidence_level=level, axis=-1,
+                                 n_resamples=n_resamples, method="percentile", vectorized=True,
+                                 rng=np.random.default_rng(seed)).confidence_interval
         lo[idx], hi[idx] = ci.low, ci.high
     return lo, hi
 
 
+# --------------------------------------------------------------------------- tests and corrections
 def signed_rank(d, alternative: str = "two-sided") -> Tuple[np.ndarray, np.ndarray]:
     """Wilcoxon signed-rank test on each row of ``d`` (differences a - b, no NaN); returns (statistic, p).
 
@@ -141,6 +191,14 @@ def signed_rank(d, alternative: str = "two-sided") -> Tuple[np.ndarray, np.ndarr
     return stat, p
 
 
+def _abs_ranks(d: np.ndarray) -> np.ndarray:
+    """Ranks of ``|d|`` along the last axis among the non-zero entries (ties averaged); 0 where ``d == 0``."""
+    nz = d != 0
+    # zeros become -1, rank lowest, and are shifted out
+    rank = stats.rankdata(np.where(nz, np.abs(d), -1.0), axis=-1) - (~nz).sum(axis=-1, keepdims=True)
+    return np.where(nz, rank, 0.0)
+
+
 def _sign_flip_test(d: np.ndarray, alternative: str) -> Tuple[np.ndarray, np.ndarray]:
     """(statistic, p) as ``scipy.stats.wilcoxon(d, axis=1, method=PermutationMethod())``, vectorised over rows.
 
@@ -151,10 +209,7 @@ def _sign_flip_test(d: np.ndarray, alternative: str) -> Tuple[np.ndarray, np.nda
     ``|d|`` do not change under sign flips, so ``R+ = sum(rank * (d > 0))`` with
     the ranks (zeros dropped, ties averaged) computed once.
     """
-    nz = d != 0
-    # rank the non-zero |d| among themselves: zeros become -1, rank lowest, and are shifted out
-    rank = stats.rankdata(np.where(nz, np.abs(d), -1.0), axis=1) - (~nz).sum(axis=1, keepdims=True)
-    rank = np.where(nz, rank, 0.0)
+    rank = _abs_ranks(d)
     res = stats.permutation_test((d,), lambda x, axis: np.sum(rank * (x > 0), axis=axis), vectorized=True,
                                  permutation_type="samples", n_resamples=np.inf, alternative=alternative, axis=1,
                                  batch=512)
@@ -182,22 +237,121 @@ def holm(p) -> np.ndarray:
     return out
 
 
-def min_pairs(alpha: float) -> int:
-    """Fewest pairs with which a one-sided signed-rank test can reach p < alpha.
+def bh(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (Benjamini & Hochberg 1995), ``scipy.stats.false_discovery_control``.
 
-    With n pairs (no zeros, no ties) the smallest one-sided exact p-value is
-    ``2**-n`` (all differences of one sign), so n must exceed ``log2(1/alpha)``:
-    ``floor(log2(1/alpha)) + 1`` (5 for alpha = 0.05).  With fewer pairs a
-    "not better" result would say nothing about the metric, so the validity
-    check reports ``untestable`` instead.
+    With the m finite p-values sorted ascending: ``adj_(i) = min(1, min_{j >= i} m p_(j) / j)``.  Rejecting
+    where ``adj < alpha`` controls the false discovery rate (the expected share of wrong decisions among those
+    made) at ``alpha`` for independent or positively dependent tests.  NaN stays NaN and does not count in m.
     """
-    return int(math.floor(math.log2(1 / alpha))) + 1
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = stats.false_discovery_control(np.clip(p[ok], 0.0, 1.0), method="bh")
+    return out
+
+
+def min_p_signed_rank(n: int, alternative: str = "two-sided") -> float:
+    """Smallest p-value the exact signed-rank test can give with ``n`` non-zero differences: every difference
+    of one sign, ``2**-n`` one-sided and twice that two-sided (1 for n = 0)."""
+    return min(1.0, (2.0 if alternative == "two-sided" else 1.0) * 2.0 ** -int(n))
+
+
+def min_pairs(alpha: float, tests: int = 1, alternative: str = "greater") -> int:
+    """Fewest pairs with which a signed-rank test can be significant: ``tests * min_p < alpha``.
+
+    ``tests`` is the multiplier of a Bonferroni / Holm first step (the k - 1
+    comparisons with the best).  With n pairs (no zeros) the smallest exact
+    p-value is ``2**-n`` one-sided, ``2**(1-n)`` two-sided, so n must exceed
+    ``log2(c * tests / alpha)`` with c = 1 or 2: 5 for one test at 0.05
+    one-sided, 9 for 11 two-sided comparisons at 0.05.
+    """
+    c = 2 if alternative == "two-sided" else 1
+    return int(math.floor(math.log2(c * max(int(tests), 1) / alpha))) + 1
+
+
+# --------------------------------------------------------------------------- effect sizes and sample sizes
+def rank_biserial(d) -> np.ndarray:
+    """Matched-pairs rank-biserial correlation along the last axis of ``d`` (Kerby 2014, "The simple difference
+    formula"): ``r = (R+ - R-) / (R+ + R-)`` with the signed-rank sums of the Wilcoxon test (ranks of ``|d|``
+    over the non-zero differences, ties averaged).  In [-1, 1]: +1 when every non-zero difference is positive;
+    0 when all are zero."""
+    d = np.round(np.asarray(d, dtype=float), 12)
+    rank = _abs_ranks(d)
+    rp, rm = np.sum(rank * (d > 0), axis=-1), np.sum(rank * (d < 0), axis=-1)
+    tot = rp + rm
+    return np.where(tot > 0, (rp - rm) / np.where(tot > 0, tot, 1.0), 0.0)[()]
+
+
+def cohen_dz(d, axis: int = -1) -> np.ndarray:
+    """Standardised paired effect ``dz = mean(d) / sd(d)`` (Cohen 1988, sd with ddof = 1); NaN where sd = 0."""
+    d = np.asarray(d, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = d.std(axis=axis, ddof=1)
+        return np.where(sd > 0, d.mean(axis=axis) / np.where(sd > 0, sd, 1.0), np.nan)[()]
+
+
+def walsh_share(d) -> float:
+    """``p' = P(D + D' > 0)`` estimated over the pairs i < j of ``d`` (a zero sum counts one half): the effect
+    the signed-rank test sees (Noether 1987).  1/2 when there is no shift; NaN for fewer than 2 values."""
+    d = np.asarray(d, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return float("nan")
+    i, j = np.triu_indices(d.size, k=1)
+    s = np.round(d[i] + d[j], 12)
+    return float(np.mean((s > 0) + 0.5 * (s == 0)))
+
+
+def noether_n(p_prime: float, alpha: float = 0.05, power: float = POWER, tests: int = 1,
+              alternative: str = "two-sided") -> float:
+    """Pairs a signed-rank test needs to detect the shift ``p' = P(D + D' > 0)`` with ``power`` at level
+    ``alpha / tests`` (Noether 1987, "Sample size determination for some common nonparametric tests"):
+
+    ``n = (z_{1-a} + z_{power})**2 / (3 (p' - 1/2)**2)``, ``a = alpha / tests`` (halved when two-sided),
+
+    and at least :func:`min_pairs` (the exact test's smallest p must be able to
+    reach the level).  For normal differences ``p' = Phi(dz * sqrt(2))``.
+    ``inf`` when ``p' = 1/2`` (no shift); NaN for a NaN ``p'``.
+    """
+    if not np.isfinite(p_prime):
+        return float("nan")
+    a = alpha / max(int(tests), 1) / (2 if alternative == "two-sided" else 1)
+    gap = abs(p_prime - 0.5)
+    floor_n = min_pairs(alpha, tests, alternative)
+    if gap == 0:
+        return float("inf")
+    z = stats.norm.ppf(1 - a) + stats.norm.ppf(power)
+    return float(max(math.ceil(z * z / (3 * gap * gap)), floor_n))
+
+
+def normal_n(gap: float, sd: float, alpha: float, power: float = POWER) -> float:
+    """Pairs a one-sided test at ``alpha`` needs to find a mean difference ``gap`` with per-pair SD ``sd`` with
+    ``power`` (normal approximation): ``n = ((z_{1-alpha} + z_{power}) sd / gap)**2``; inf for a zero gap."""
+    if not (np.isfinite(gap) and np.isfinite(sd)):
+        return float("nan")
+    if gap == 0:
+        return float("inf")
+    z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+    return float((z * sd / abs(gap)) ** 2)
+
+
+def _n_text(n) -> str:
+    if n is None or not np.isfinite(n) or n > N_CAP:
+        return f"more than {N_CAP}"
+    return f"{int(n)}"
+
+
+def _cap(n: float) -> float:
+    return float(n) if np.isfinite(n) and n <= N_CAP else float("nan")
 
 
 # --------------------------------------------------------------------------- per-family data
 def _values(df: pd.DataFrame) -> pd.DataFrame:
     d = df[df["metric"] != "skipped"].copy()
     d["params"] = d["params"].where(d["params"].notna(), "").astype(str)
+    d["metric_kind"] = metric_kinds(d).to_numpy()
     return d
 
 
@@ -208,12 +362,12 @@ def _direction(higher_is_better) -> bool:
 
 
 def _families(df: pd.DataFrame) -> Iterator[tuple]:
-    """Per family, in order of appearance: (key dict, higher_is_better, arms, samples, V, P).
+    """Per family, in order of appearance: (key dict, higher_is_better, kind, arms, samples, V, P).
 
     ``arms``: the family's (method, params) in order of appearance (also arms
     with only an aggregate row); ``V[i, j]``: the per-sample value of sample i
     under arm j (NaN when undefined or absent); ``P[i, j]``: whether that row
-    exists.
+    exists; ``kind``: the family's metric kind (its first row's).
     """
     d = _values(df)
     arm_code, arm_names = pd.factorize(d["method"].astype(str) + "\x1f" + d["params"])
@@ -221,6 +375,7 @@ def _families(df: pd.DataFrame) -> Iterator[tuple]:
     sample = d["sample_id"].to_numpy(dtype=object)
     value = d["value"].to_numpy(dtype=float)
     hib = d["higher_is_better"].to_numpy(dtype=object)
+    kinds = d["metric_kind"].to_numpy(dtype=object)
     groups = d.groupby(FAMILY, sort=False, dropna=False).indices
     for key, idx in sorted(groups.items(), key=lambda kv: kv[1][0]):
         a, arms = pd.factorize(arm_code[idx])
@@ -231,7 +386,17 @@ def _families(df: pd.DataFrame) -> Iterator[tuple]:
         if P.sum() < per.sum():
             warnings.warn(f"{dict(zip(FAMILY, key))}: several rows for one (sample, method, params); "
                           f"the last value is used in the tests", stacklevel=3)
-        yield dict(zip(FAMILY, key)), _direction(hib[idx]), [arm_names[c] for c in arms], samples, V, P
+        yield (dict(zip(FAMILY, key)), _direction(hib[idx]), str(kinds[idx[0]]), [arm_names[c] for c in arms],
+               samples, V, P)
+
+
+def _num(x: float) -> str:
+    """An effect for a sentence: two decimals, two significant digits below 0.1."""
+    if not np.isfinite(x):
+        return "nan"
+    if x == 0:
+        return "0"
+    return f"{x:.2f}" if abs(x) >= 0.095 else f"{x:.2g}"
 
 
 def _fmt_p(p: float) -> str:
@@ -239,141 +404,343 @@ def _fmt_p(p: float) -> str:
 
 
 # --------------------------------------------------------------------------- validity
-def validity(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Is each metric valid on each benchmark?  Sanity checks against the control methods.
+def validity(df: pd.DataFrame, alpha: float = 0.05, floor: float = FLOOR, power: float = POWER,
+             n_boot: int = N_BOOT_VALIDITY, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Is each metric valid on each benchmark?  Three-valued verdicts from checks against the controls.
 
-    Per family (experiment, dataset, model, metric), with the controls' values
-    paired by ``sample_id`` (one-sided Wilcoxon signed-rank tests, see
-    :func:`signed_rank`; "better" is ``a > b`` when higher is better, else
-    ``a < b``; significant means ``p < alpha``):
+    One row per judged (``quality``) family.  The samples used are those on
+    which every control present has a finite value (``n``; ``n_undefined``
+    counts samples dropped for a NaN).  Values are oriented so that higher is
+    better.  The *control span* ``S`` is the mean over the samples of the
+    largest minus the smallest control value on the sample: how far apart the
+    metric puts the best and the worst known explanation, its natural scale on
+    this benchmark (it does not vanish for a metric that cannot tell the
+    controls apart, so such a metric fails rather than stays undecided).  Each
+    check compares two controls a, b through the paired differences
+    ``d = a - b`` and its *effect* ``e = mean(d) / S`` (0 when S = 0):
 
-    * ``gt_random``: ``control_gt`` must be significantly better than ``control_random``;
-    * ``gt_inverted``: ``control_gt`` must be significantly better than ``control_gt_inverted``;
-    * ``constant_random``: ``control_constant`` must *not* be significantly better than ``control_random``.
+    * ``gt_random``: ``control_gt`` must beat ``control_random`` by more than the floor;
+    * ``gt_inverted``: ``control_gt`` must beat ``control_gt_inverted`` by more than the floor;
+    * ``constant_random``: ``control_constant`` must *not* beat ``control_random`` by more than the floor.
 
-    The checks follow the idea of sanity checks with known answers (Adebayo et
-    al. 2018, "Sanity checks for saliency maps"; Tomsett et al. 2020, "Sanity
-    checks for saliency metrics"): a metric that cannot tell the true mask from
-    noise or from its inverse, or that rewards an uninformative constant map,
-    does not measure explanation quality on that benchmark.
+    The floor is ``floor * S`` (default a tenth of the span).  Evidence that
+    ``e > floor`` is the larger (intersection-union) of two one-sided p-values:
+    the Wilcoxon signed-rank test of ``d - floor * S`` (:func:`signed_rank`) and
+    the bootstrap p ``(#{e* <= floor} + 1) / (B + 1)`` over ``n_boot`` paired
+    resamples of the samples (``e*`` recomputes the span too); evidence that
+    ``e < floor`` likewise with the inequalities reversed.  A "must beat" check
+    *passes* on evidence that ``e > floor`` which is also significant against
+    no difference (one-sided Wilcoxon of d, ``p_<check>``), and *fails* on
+    evidence that ``e < floor``; a "must not beat" check the other way round.
+    Requiring both the rank test and the bootstrap makes every decision stable
+    under a bootstrap of the samples.
 
-    ``verdict``: ``invalid`` when a check that could be run failed; ``valid``
-    when all three ran and passed; otherwise ``untestable`` (a control is
-    missing, e.g. no ground truth and hence no ``control_gt``; fewer than
-    :func:`min_pairs` pairs; a control with several parameter settings; only a
-    dataset-level aggregate value; or a cost metric, which does not score the
-    explanation).  ``reason`` says, per check, what was found.
+    Multiplicity: the two one-sided p-values of every check of every family in
+    ``df`` (one run) are adjusted together by Benjamini-Hochberg (:func:`bh`);
+    a decision is made where its adjusted p is below ``alpha``.  This controls
+    the expected share of wrong pass/fail decisions among those the run makes
+    at ``alpha`` (positively dependent tests).  A check with neither decision
+    is *undetermined*; its ``n_needed_<check>`` is the n at which its observed
+    effect would be decided with ``power`` at the run's next BH level
+    ``alpha (R + 1) / M`` (R decisions among M hypotheses), from the bootstrap
+    standard error: ``n * ((z_{1-a} + z_power) se / |e - floor|)**2``, and at
+    least the n at which the exact test can reach that level.
+
+    ``verdict``: ``invalid`` when a check fails; ``valid`` when all three pass;
+    otherwise ``undetermined`` (a check undecided, a control missing -- e.g. no
+    ground truth --, a control with several parameter settings, or only a
+    dataset-level aggregate value).  ``n_needed``: for an undetermined verdict,
+    the n that would decide it (the smallest of the checks leaning towards a
+    failure, else the largest); NaN when more samples cannot decide it (a
+    missing control) or the effect sits on the floor.  ``reason`` lists the
+    checks, failures first.
 
     Columns: ``experiment, dataset, model, metric, higher_is_better, verdict,
-    reason``, per check ``n_<check>`` (pairs used), ``p_<check>`` and
-    ``median_diff_<check>`` (median of a - b in the metric's units),
-    ``n_undefined`` (samples dropped because a control's value there is NaN),
-    ``min_pairs``.
+    reason, n_needed, n, n_undefined, span, floor``, per check ``decision_<c>``
+    (pass / fail / undetermined / na), ``effect_<c>``, ``effect_low_<c>``,
+    ``effect_high_<c>`` (``level`` percentile bootstrap interval), ``p_<c>``
+    (one-sided Wilcoxon of a better than b), ``p_pass_<c>`` and ``p_fail_<c>``
+    (the two one-sided p-values that go into the BH adjustment), ``p_adj_<c>``
+    (BH-adjusted p of the decision made or leaned towards), ``n_needed_<c>``, ``n_<c>`` and
+    ``median_diff_<c>`` (median of a - b in the metric's units).
     """
     _check_alpha(alpha)
-    need = min_pairs(alpha)
-    cols = FAMILY + ["higher_is_better", "verdict", "reason"] + [
-        f"{c}_{name}" for name, *_ in VALIDITY_TESTS for c in ("n", "p", "median_diff")] + ["n_undefined", "min_pairs"]
+    _check_alpha(power, "power")
+    _check_alpha(level, "level")
+    if not (isinstance(floor, (int, float)) and 0 <= floor < 1):
+        raise UserError(f"floor must be a number in [0, 1) (a fraction of the control span), got {floor!r}")
+    names = [t[0] for t in VALIDITY_TESTS]
+    per_check = ("decision", "effect", "effect_low", "effect_high", "p", "p_pass", "p_fail", "p_adj", "n_needed", "n",
+                 "median_diff")
+    cols = FAMILY + ["higher_is_better", "verdict", "reason", "n_needed", "n", "n_undefined", "span", "floor"] + [
+        f"{c}_{name}" for name in names for c in per_check]
+    fams, hyps = [], []  # hyps: (family index, check name, "pass"/"fail", p)
+    for key, hib, kind, arms, samples, V, P in _families(df):
+        if not is_judged(kind):
+            continue
+        row = dict(key, higher_is_better=hib, n=0, n_undefined=0, span=np.nan, floor=floor)
+        checks, notes = {}, []
+        cols_of = {c: [j for j, (meth, _) in enumerate(arms) if meth == c] for c in CONTROLS}
+        present = [c for c in CONTROLS if len(cols_of[c]) == 1]
+        if len(samples) == 0:
+            notes.append("only a dataset-level aggregate value: no per-sample values to pair")
+        elif present:
+            J = [cols_of[c][0] for c in present]
+            rows_all = P[:, J].all(axis=1)
+            ok = rows_all & np.isfinite(V[:, J]).all(axis=1)
+            X = (1.0 if hib else -1.0) * V[ok][:, J]
+            row["n"], row["n_undefined"] = int(ok.sum()), int((rows_all & ~ok).sum())
+            raw = V[ok][:, J]
+            checks = _validity_checks(X, raw, present, floor, n_boot, level, _family_rng(seed, key))
+            if X.shape[0]:
+                row["span"] = float((X.max(axis=1) - X.min(axis=1)).mean())
+        for name, a, b, _ in VALIDITY_TESTS:
+            for c in (a, b):
+                if len(cols_of[c]) > 1:
+                    notes.append(f"{c} has {len(cols_of[c])} parameter settings; the check needs one")
+                elif not cols_of[c] and len(samples):
+                    notes.append(f"no {c} rows" + (" (no ground truth?)" if c.startswith("control_gt") else ""))
+            if name in checks and checks[name]["n"] < 1:
+                notes.append(f"{_WORD[a]} vs {_WORD[b]}: no sample with finite values of both")
+                checks.pop(name)
+        fi = len(fams)
+        fams.append((row, checks, list(dict.fromkeys(notes))))
+        for name, c in checks.items():
+            hyps += [(fi, name, "pass", c["p_pass"]), (fi, name, "fail", c["p_fail"])]
+    adj = bh([h[3] for h in hyps]) if hyps else np.array([])
+    decided = adj < alpha
+    level_next = alpha * (int(decided.sum()) + 1) / max(len(hyps), 1)
+    for (fi, name, side, _), a_, yes in zip(hyps, adj, decided):
+        c = fams[fi][1][name]
+        c[f"adj_{side}"] = float(a_)
+        if yes:
+            c["decision"] = side
     out = []
-    for key, hib, arms, samples, V, P in _families(df):
-        row = dict(key, higher_is_better=hib, n_undefined=0, min_pairs=need)
-        outcomes, reasons = [], []
-        if key["metric"] in COST_METRICS:
-            outcomes, reasons = ["na"], ["a cost metric: it measures the method, not the explanation"]
-        elif key["metric"] in DESCRIPTIVE_METRICS:
-            outcomes, reasons = ["na"], ["descriptive: it describes the map, it does not score it"]
-        elif str(key["metric"]).startswith("mprt_"):
-            outcomes, reasons = ["na"], ["a sanity check of the method (model-parameter randomisation): controls do not "
-                                         "depend on the model, so they score 1 by construction"]
-        elif len(samples) == 0:
-            outcomes, reasons = ["na"], ["only a dataset-level aggregate value: no per-sample values to pair"]
+    for row, checks, notes in fams:
+        reasons = {"fail": [], "undetermined": [], "pass": []}
+        lean_fail, lean_pass = [], []
+        for name, a, b, must in VALIDITY_TESTS:
+            if name not in checks:
+                row[f"decision_{name}"] = "na"
+                continue
+            c = checks[name]
+            dec = c.get("decision", "undetermined")
+            leans = "pass" if (c["effect"] > floor) == must else "fail"
+            n_need = np.nan
+            if dec == "undetermined":  # both parts of the decision must reach the next BH level
+                n_need = max(normal_n(c["effect"] - floor, c["se"] * math.sqrt(c["n"]), level_next, power),
+                             noether_n(c[f"walsh_{'above' if (leans == 'pass') == must else 'below'}"],
+                                       level_next, power, alternative="greater"))
+                n_need = _cap(math.ceil(n_need)) if np.isfinite(n_need) else np.nan
+                (lean_fail if leans == "fail" else lean_pass).append(n_need)
+            row.update({f"decision_{name}": dec, f"effect_{name}": c["effect"], f"effect_low_{name}": c["lo"],
+                        f"effect_high_{name}": c["hi"], f"p_{name}": c["p0"], f"n_{name}": c["n"],
+                        f"p_pass_{name}": c["p_pass"], f"p_fail_{name}": c["p_fail"],
+                        f"p_adj_{name}": c[f"adj_{dec if dec != 'undetermined' else leans}"],
+                        f"median_diff_{name}": c["median_diff"], f"n_needed_{name}": n_need})
+            reasons[dec].append(_check_text(dec, a, b, must, c, floor, n_need))
+        decisions = [row[f"decision_{n}"] for n in names]
+        if "fail" in decisions:
+            verdict, n_needed = "invalid", np.nan
+        elif decisions == ["pass"] * len(names):
+            verdict, n_needed = "valid", np.nan
         else:
-            cols_of = {m: [j for j, (meth, _) in enumerate(arms) if meth == m] for m in _WORD}
-            undefined = np.zeros(len(samples), dtype=bool)
-            for name, a, b, must_win in VALIDITY_TESTS:
-                wa, wb = _WORD[a], _WORD[b]
-                missing = [c for c in (a, b) if len(cols_of[c]) != 1]
-                if missing:
-                    outcomes.append("na")
-                    reasons += [f"{c} has {len(cols_of[c])} parameter settings; the check needs one" if cols_of[c]
-                                else f"no {c} rows" + (" (no ground truth?)" if c.startswith("control_gt") else "")
-                                for c in missing]
-                    continue
-                ja, jb = cols_of[a][0], cols_of[b][0]
-                both = P[:, ja] & P[:, jb]
-                ok = both & np.isfinite(V[:, ja]) & np.isfinite(V[:, jb])
-                undefined |= both & ~ok
-                d = V[ok, ja] - V[ok, jb]
-                row[f"n_{name}"] = int(ok.sum())
-                row[f"median_diff_{name}"] = float(np.median(d)) if d.size else np.nan
-                if d.size < need:
-                    outcomes.append("na")
-                    reasons.append(f"{wa} vs {wb}: {d.size} pairs, fewer than the {need} needed")
-                    continue
-                p = float(signed_rank(d, "greater" if hib else "less")[1][0])
-                row[f"p_{name}"] = p
-                wins = p < alpha
-                outcomes.append("pass" if wins == must_win else "fail")
-                text = f"{wa} {'better' if wins else 'not better'} than {wb} ({_fmt_p(p)})"
-                reasons.append(text if wins == must_win else "FAILS: " + text)
-            row["n_undefined"] = int(undefined.sum())
-        verdict = ("invalid" if "fail" in outcomes else
-                   "valid" if outcomes == ["pass"] * len(VALIDITY_TESTS) else "untestable")
-        reasons = sorted(dict.fromkeys(reasons), key=lambda r: not r.startswith("FAILS"))  # failures first
-        out.append(dict(row, verdict=verdict, reason="; ".join(reasons)))
+            verdict = "undetermined"
+            if lean_fail:
+                n_needed = min(lean_fail)  # one failure decides: the verdict is invalid
+            elif "na" in decisions or not lean_pass:
+                n_needed = np.nan  # a check cannot run: more samples do not help
+            else:
+                n_needed = max(lean_pass)
+        text = reasons["fail"] + reasons["undetermined"] + reasons["pass"] + notes
+        out.append(dict(row, verdict=verdict, n_needed=n_needed, reason="; ".join(text)))
     out = pd.DataFrame(out, columns=cols)
-    for name, *_ in VALIDITY_TESTS:  # counts stay integers where a check could not run
-        out[f"n_{name}"] = out[f"n_{name}"].astype("Int64")
+    for c in ["n_needed"] + [f"{x}_{name}" for name in names for x in ("n", "n_needed")]:
+        out[c] = pd.array([None if pd.isna(v) else int(v) for v in out[c]], dtype="Int64")
     return out
 
 
-# --------------------------------------------------------------------------- pairwise comparisons
-def comparisons(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Every pair of arms (controls included) per family: two-sided paired Wilcoxon signed-rank test.
+def _validity_checks(X: np.ndarray, raw: np.ndarray, present: list, floor: float, n_boot: int, level: float,
+                     rng: np.random.Generator) -> dict:
+    """The statistics of each runnable check on the oriented control values ``X`` (samples x present controls):
+    effect, bootstrap interval and standard error, the Wilcoxon p against no difference and the two one-sided
+    p-values of the decision (``p_pass``, ``p_fail``)."""
+    n = X.shape[0]
+    out = {}
+    if n == 0:
+        return {name: {"n": 0} for name, a, b, _ in VALIDITY_TESTS if a in present and b in present}
+    spread = X.max(axis=1) - X.min(axis=1)  # per sample: how far apart the controls' values lie
+    span = float(spread.mean())
+    idx = rng.integers(0, n, size=(n_boot, n))
+    M = X[idx].mean(axis=1)  # (B, controls): the controls' means in each resample
+    Sb = spread[idx].mean(axis=1)
+    for name, a, b, must in VALIDITY_TESTS:
+        if a not in present or b not in present:
+            continue
+        ia, ib = present.index(a), present.index(b)
+        d = X[:, ia] - X[:, ib]
+        e = float(d.mean() / span) if span > 0 else 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            eb = np.where(Sb > 0, (M[:, ia] - M[:, ib]) / np.where(Sb > 0, Sb, 1.0), 0.0)
+        p0 = float(signed_rank(d, "greater")[1][0])
+        ds = d - floor * span
+        if np.all(np.round(ds, 12) == 0):  # every control equal on every sample: e = 0 exactly
+            p_above, p_below_rank = 1.0, min_p_signed_rank(n, "less")
+            w_above, w_below = 0.0, 1.0
+        else:
+            p_above, p_below_rank = (float(signed_rank(ds, alt)[1][0]) for alt in ("greater", "less"))
+            w_above = walsh_share(ds) if n >= 2 else float(ds[0] > 0)
+            w_below = 1.0 - w_above
+        above = max(p_above, (np.sum(eb <= floor) + 1) / (n_boot + 1))
+        below = max(p_below_rank, (np.sum(eb >= floor) + 1) / (n_boot + 1))
+        p_pass, p_fail = (max(p0, above), below) if must else (below, max(p0, above))
+        lo, hi = np.quantile(eb, [(1 - level) / 2, (1 + level) / 2])
+        out[name] = dict(n=n, effect=e, lo=float(lo), hi=float(hi), se=float(eb.std(ddof=1)) if n_boot > 1 else 0.0,
+                         p0=p0, p_pass=float(p_pass), p_fail=float(p_fail), walsh_above=w_above,
+                         walsh_below=w_below,
+                         median_diff=float(np.median(raw[:, ia] - raw[:, ib])))
+    return out
 
-    For arms a, b of one family the pairs are the samples where both have a
-    finite value (``n``; ``n_undefined`` counts samples both have but where one
-    is NaN).  ``mean_diff`` is the mean of a - b over those pairs (positive =
-    a higher; read it with ``higher_is_better``), ``statistic`` and ``p`` as in
-    :func:`signed_rank`, ``p_holm`` the Holm-adjusted p-value (:func:`holm`)
-    within the family (all pairs of arms of that benchmark x metric), and
-    ``significant = p_holm < alpha``.  A pair without any common sample has NaN
-    test results and does not count in the correction.
+
+def _check_text(decision: str, a: str, b: str, must: bool, c: dict, floor: float, n_need) -> str:
+    wa, wb = _WORD[a], _WORD[b]
+    e = f"{_num(c['effect'])} [{_num(c['lo'])},{_num(c['hi'])}] of the control span"
+    if decision == "pass":
+        return (f"{wa} better than {wb} by {e} ({_fmt_p(c['p0'])})" if must else
+                f"{wa} not better than {wb} by more than the floor {_num(floor)} ({e})")
+    if decision == "fail":
+        if not must:
+            return f"FAILS: {wa} better than {wb} by {e} ({_fmt_p(c['p0'])}), above the floor {_num(floor)}"
+        if c["effect"] > 0:
+            return f"FAILS: {wa} better than {wb} by only {e}, below the floor {_num(floor)}"
+        return f"FAILS: {wa} not better than {wb} ({e}; {_fmt_p(c['p0'])})"
+    return f"{wa} vs {wb} undetermined: {e}, floor {_num(floor)} (needs n={_n_text(n_need)})"
+
+
+# --------------------------------------------------------------------------- comparisons with the best
+def comparisons(df: pd.DataFrame, alpha: float = 0.05, power: float = POWER, level: float = 0.95,
+                n_boot: int = N_BOOT_EFFECT, seed: int = 0) -> pd.DataFrame:
+    """Each method arm against the best arm of its family: the many-to-one comparisons behind the marks.
+
+    Per judged family with at least two method arms (controls left out): the
+    *best* arm has the best mean of its finite per-sample values (highest when
+    higher is better, else lowest; the first in order of appearance on equal
+    means).  Every other arm is compared with it over the samples where both
+    have finite values (``n``; ``n_undefined``: samples both have where one is
+    NaN) by a two-sided Wilcoxon signed-rank test (:func:`signed_rank`), and the
+    p-values are adjusted by Holm over the k - 1 comparisons of the family
+    (``comparisons``; the family of the correction is "the comparisons with the
+    best arm on this benchmark and metric").  ``significant = p_holm < alpha``.
+
+    Effect sizes of the paired differences ``d = best - arm``, oriented so that
+    positive means the best arm is better, each with a ``level`` percentile
+    bootstrap interval (``scipy.stats.bootstrap``, ``n_boot`` resamples of the
+    pairs, seeded per family): ``effect`` (mean of d, in the metric's units),
+    ``dz`` (:func:`cohen_dz`) and ``rank_biserial`` (:func:`rank_biserial`).
+    ``mean_diff`` is the raw mean of ``arm - best``.
+
+    Power: ``min_p_holm`` is the smallest adjusted p the comparison could reach
+    at its n (``comparisons * 2**(1 - n_nonzero)``): where it is not below
+    ``alpha`` the test cannot reject at this n.  ``n_needed`` is the n at which
+    the observed difference would be significant with ``power`` at level
+    ``alpha / comparisons`` (Holm's first step; :func:`noether_n` from the
+    observed ``P(d + d' > 0)``), NaN when there is no difference to find.
+
+    Stability of the best: ``top_share`` is the share of ``n_boot`` bootstrap
+    resamples of the samples on which every method arm is finite (``n_top`` of
+    them) in which the best arm (with any arm of exactly equal mean) keeps the
+    top mean.
+
+    One row per compared arm (k - 1 per family).  Columns: ``experiment,
+    dataset, model, metric, higher_is_better, method, params, best_method,
+    best_params, n, n_undefined, mean_diff, effect, effect_ci_low,
+    effect_ci_high, dz, dz_ci_low, dz_ci_high, rank_biserial, rb_ci_low,
+    rb_ci_high, statistic, p, p_holm, significant, comparisons, min_p_holm,
+    n_needed, top_share, n_top``.
     """
     _check_alpha(alpha)
-    cols = FAMILY + ["higher_is_better", "method_a", "params_a", "method_b", "params_b", "n", "n_undefined",
-                     "mean_diff", "statistic", "p", "p_holm", "significant"]
+    _check_alpha(power, "power")
+    cols = FAMILY + ["higher_is_better", "method", "params", "best_method", "best_params", "n", "n_undefined",
+                     "mean_diff", "effect", "effect_ci_low", "effect_ci_high", "dz", "dz_ci_low", "dz_ci_high",
+                     "rank_biserial", "rb_ci_low", "rb_ci_high", "statistic", "p", "p_holm", "significant",
+                     "comparisons", "min_p_holm", "n_needed", "top_share", "n_top"]
     parts = []
-    for key, hib, arms, samples, V, P in _families(df):
-        if len(arms) < 2:
+    for key, hib, kind, arms, samples, V, P in _families(df):
+        if not is_judged(kind) or len(samples) == 0:
             continue
-        ia, ib = (np.array(x, dtype=int) for x in zip(*itertools.combinations(range(len(arms)), 2)))
-        ok = P & np.isfinite(V)
-        M = ok[:, ia] & ok[:, ib]  # samples x pairs
-        D = V[:, ia] - V[:, ib]
+        meth = [j for j, (m, _) in enumerate(arms) if not is_control(m) and np.isfinite(V[:, j]).any()]
+        if len(meth) < 2:
+            continue
+        sign = 1.0 if hib else -1.0
+        O = sign * V[:, meth]
+        ok = np.isfinite(O) & P[:, meth]
+        means = np.array([O[ok[:, j], j].mean() for j in range(len(meth))])
+        b = int(np.argmax(means))  # the first of equal means
+        others = [j for j in range(len(meth)) if j != b]
+        M = ok[:, [b]] & ok[:, others]  # samples x comparisons
+        D = O[:, [b]] - O[:, others]
         n = M.sum(axis=0)
-        stat, p = np.full(len(ia), np.nan), np.full(len(ia), np.nan)
+        k = len(others)
+        stat, p = np.full(k, np.nan), np.full(k, np.nan)
+        eff = {c: np.full(k, np.nan) for c in ("effect", "effect_ci_low", "effect_ci_high", "dz", "dz_ci_low",
+                                                "dz_ci_high", "rank_biserial", "rb_ci_low", "rb_ci_high")}
+        nnz, n_needed = np.zeros(k, dtype=int), np.full(k, np.nan)
         by_mask = {}
-        for k in range(len(ia)):  # pairs over the same samples are tested in one call
-            by_mask.setdefault(M[:, k].tobytes(), []).append(k)
-        for ks in by_mask.values():
-            rows = M[:, ks[0]]
-            if rows.any():
-                stat[ks], p[ks] = signed_rank(D[rows][:, ks].T, "two-sided")
-        with np.errstate(invalid="ignore"):
-            mean_diff = np.where(M, D, 0).sum(axis=0) / np.where(n > 0, n, np.nan)
+        for c in range(k):  # comparisons over the same samples are tested and resampled together
+            by_mask.setdefault(M[:, c].tobytes(), []).append(c)
+        rng_seed = family_seed(seed, key)
+        for cs in by_mask.values():
+            rows = M[:, cs[0]]
+            if not rows.any():
+                continue
+            d = D[rows][:, cs].T  # comparisons x pairs
+            stat[cs], p[cs] = signed_rank(d, "two-sided")
+            eff["effect"][cs], eff["dz"][cs], eff["rank_biserial"][cs] = d.mean(axis=1), cohen_dz(d), rank_biserial(d)
+            for name, fn in (("effect", np.mean), ("dz", cohen_dz), ("rb", _rb_stat)):
+                lo, hi = bootstrap_cis(list(d), level=level, n_resamples=n_boot, seed=rng_seed, statistic=fn)
+                eff[f"{name}_ci_low"][cs], eff[f"{name}_ci_high"][cs] = lo, hi
+            nnz[cs] = (np.round(d, 12) != 0).sum(axis=1)
         p_holm = holm(p)
+        m = int(np.isfinite(p).sum())
+        for c in range(k):
+            if n[c] >= 2:
+                n_needed[c] = _cap(noether_n(walsh_share(D[M[:, c], c]), alpha, power, tests=max(m, 1)))
+        min_p = np.array([min(1.0, max(m, 1) * min_p_signed_rank(x, "two-sided")) for x in nnz])
+        share, n_top = _top_share(O[ok.all(axis=1)], means, n_boot, rng_seed)
         parts.append(dict(
-            key, higher_is_better=hib, method_a=[arms[i][0] for i in ia], params_a=[arms[i][1] for i in ia],
-            method_b=[arms[i][0] for i in ib], params_b=[arms[i][1] for i in ib], n=n,
-            n_undefined=((P[:, ia] & P[:, ib]) & ~M).sum(axis=0), mean_diff=mean_diff, statistic=stat, p=p,
-            p_holm=p_holm, significant=p_holm < alpha))
-    return _stack(parts, cols)
+            key, higher_is_better=hib, method=[arms[meth[j]][0] for j in others],
+            params=[arms[meth[j]][1] for j in others], best_method=arms[meth[b]][0], best_params=arms[meth[b]][1],
+            n=n, n_undefined=((P[:, [meth[b]]] & P[:, [meth[j] for j in others]]) & ~M).sum(axis=0),
+            mean_diff=-sign * np.where(n > 0, eff["effect"], np.nan), **eff, statistic=stat, p=p, p_holm=p_holm,
+            significant=p_holm < alpha, comparisons=m, min_p_holm=min_p, n_needed=n_needed, top_share=share,
+            n_top=n_top))
+    out = _stack(parts, cols)
+    out["n_needed"] = pd.array([None if pd.isna(v) else int(v) for v in out["n_needed"]], dtype="Int64")
+    return out
+
+
+def _rb_stat(x, axis=-1):
+    return rank_biserial(np.moveaxis(x, axis, -1))
+
+
+def _top_share(X: np.ndarray, means: np.ndarray, n_boot: int, seed: int) -> Tuple[float, int]:
+    """Share of bootstrap resamples of the rows of ``X`` (complete samples x arms, oriented) in which the arms
+    with the top mean (``means``) keep a mean at least as high as every other arm."""
+    nc = X.shape[0]
+    if nc == 0:
+        return float("nan"), 0
+    top = means == means.max()
+    if top.all():
+        return 1.0, nc
+    idx = np.random.default_rng(seed + 1).integers(0, nc, size=(n_boot, nc))
+    Mb = X[idx].mean(axis=1)
+    keep = Mb[:, top].max(axis=1) >= Mb[:, ~top].max(axis=1) - 1e-12
+    return float(keep.mean()), nc
 
 
 # --------------------------------------------------------------------------- ranking
 def ranking(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean rank of every arm per family, and the Friedman test.
+    """Mean rank of every method arm per judged family, and the Friedman test.  Controls are not ranked.
 
     The samples used are those on which every ranked arm has a finite value
     (arms without any finite value are left out of the ranking, with a note).
@@ -385,13 +752,18 @@ def ranking(df: pd.DataFrame) -> pd.DataFrame:
     approximation with tie correction) test whether all arms rank alike; they
     are repeated on each row of the family and are NaN, with the reason in
     ``note``, for fewer than 3 arms, no complete sample, or all arms tied on
-    every sample.  Controls are ranked too (``kind`` tells them apart).  Rows
-    are sorted by mean rank within a family.
+    every sample.  Rows are sorted by mean rank within a family.
     """
-    cols = FAMILY + ["higher_is_better", "method", "params", "kind", "mean_rank", "n_samples", "n_arms",
+    cols = FAMILY + ["higher_is_better", "method", "params", "mean_rank", "n_samples", "n_arms",
                      "friedman_statistic", "friedman_p", "note"]
     parts = []
-    for key, hib, arms, samples, V, P in _families(df):
+    for key, hib, kind, all_arms, samples, V_all, P in _families(df):
+        if not is_judged(kind):
+            continue
+        keep = [j for j, (m, _) in enumerate(all_arms) if not is_control(m)]
+        if not keep:
+            continue
+        arms, V = [all_arms[j] for j in keep], V_all[:, keep]
         finite = np.isfinite(V)
         use = finite.any(axis=0)
         complete = finite[:, use].all(axis=1)
@@ -424,9 +796,8 @@ def ranking(df: pd.DataFrame) -> pd.DataFrame:
         order = np.argsort(mean_rank, kind="stable")  # NaN last
         parts.append(dict(
             key, higher_is_better=hib, method=[arms[j][0] for j in order], params=[arms[j][1] for j in order],
-            kind=["control" if is_control(arms[j][0]) else "method" for j in order], mean_rank=mean_rank[order],
-            n_samples=int(X.shape[0]), n_arms=int(use.sum()), friedman_statistic=float(stat),
-            friedman_p=float(pval), note=[_join(why, notes[j]) for j in order]))
+            mean_rank=mean_rank[order], n_samples=int(X.shape[0]), n_arms=int(use.sum()),
+            friedman_statistic=float(stat), friedman_p=float(pval), note=[_join(why, notes[j]) for j in order]))
     return _stack(parts, cols)
 
 
@@ -445,40 +816,143 @@ def _stack(parts: list, cols: list) -> pd.DataFrame:
     return pd.DataFrame(data, columns=cols)
 
 
-# --------------------------------------------------------------------------- best / tied
-def mark_best(summary: pd.DataFrame, comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
-    """``best`` / ``tied`` / '' per summary row.
+# --------------------------------------------------------------------------- marks
+def marks(summary: pd.DataFrame, comparisons: pd.DataFrame, validity: pd.DataFrame, alpha: float = 0.05,
+          stable: float = STABLE) -> pd.DataFrame:
+    """The summary's mark columns: ``best, effect, effect_ci_low, effect_ci_high, n_needed, mark_note``.
 
-    Per family, among the non-control rows with a finite ``mean``: ``best`` for
-    the arm(s) with the best mean (highest if ``higher_is_better``, else
-    lowest), ``tied`` for the arms whose paired comparison with a best arm
-    (``comparisons``, Holm-adjusted) has ``p_holm >= alpha``.  Controls are
-    reference points and never marked, nor are descriptive metrics (map
-    properties: they describe, not score); an arm without a comparison (e.g. a
-    metric with only a dataset-level aggregate) is not marked tied.
+    Per judged family, the method arms (never the controls) are marked only when
+
+    1. the metric is ``valid`` on the benchmark (``validity``; invalid or undetermined: no marks, and
+       ``n_needed`` is the verdict's);
+    2. some comparison with the best can reject at this n (``min_p_holm < alpha``, :func:`comparisons`);
+       otherwise no marks and ``n_needed`` is the n at which it could.
+
+    Then ``best`` goes to the best arm (and arms of exactly equal mean) when it
+    keeps the top mean in at least ``stable`` of the bootstrap resamples
+    (``top_share``), else it is ``tied`` (the top is not stable); ``tied`` goes
+    to every arm whose Holm-adjusted comparison with the best is not
+    significant (``p_holm >= alpha``).  ``effect`` and its interval: the
+    arm's paired difference to the best (positive = the best is better;
+    :func:`comparisons`), and for the best arm its margin over the runner-up
+    (the arm with the next mean).  ``n_needed``: for a ``tied`` arm the n at
+    which its observed difference would be significant with power 0.8.
+    ``mark_note``: why a family has no or fewer marks.
     """
-    out = np.full(len(summary), "", dtype=object)
-    method = summary["method"].astype(str).to_numpy(dtype=object)
-    params = summary["params"].where(summary["params"].notna(), "").astype(str).to_numpy(dtype=object)
-    family = list(zip(*(summary[c].astype(str) for c in FAMILY)))
-    mean = pd.to_numeric(summary["mean"], errors="coerce").to_numpy(dtype=float)
-    hib = summary["higher_is_better"].to_numpy(dtype=object)
-    p_of = {}
-    c = comparisons
-    for *fam, ma, pa, mb, pb, p in zip(*(c[k].astype(str) for k in FAMILY), c["method_a"], c["params_a"].astype(str),
-                                       c["method_b"], c["params_b"].astype(str), c["p_holm"]):
-        p_of[(*fam, ma, pa, mb, pb)] = p_of[(*fam, mb, pb, ma, pa)] = p
-    members = {}
-    metric = summary["metric"].astype(str).to_numpy(dtype=object)
-    for i in range(len(summary)):
-        if not is_control(method[i]) and np.isfinite(mean[i]) and metric[i] not in DESCRIPTIVE_METRICS:
-            members.setdefault(family[i], []).append(i)
-    for fam, idx in members.items():
-        top = max(mean[idx]) if _direction(hib[idx]) else min(mean[idx])
-        best = [i for i in idx if mean[i] == top]
-        for i in idx:
-            if i in best:
-                out[i] = "best"
-            elif any(p_of.get((*fam, method[i], params[i], method[j], params[j]), np.nan) >= alpha for j in best):
-                out[i] = "tied"
-    return pd.Series(out, index=summary.index, dtype=object)
+    out = pd.DataFrame({"best": "", "effect": np.nan, "effect_ci_low": np.nan, "effect_ci_high": np.nan,
+                        "n_needed": np.nan, "mark_note": ""}, index=summary.index)
+    if summary.empty:
+        out["n_needed"] = pd.array([], dtype="Int64")
+        return out
+    s = summary.assign(_params=summary["params"].where(summary["params"].notna(), "").astype(str),
+                       _kind=metric_kinds(summary).to_numpy())
+    fam_of = lambda f: tuple(str(f[c]) for c in FAMILY)  # noqa: E731
+    verdict = {}
+    if validity is not None and len(validity):
+        for _, r in validity.iterrows():
+            verdict[fam_of(r)] = (str(r["verdict"]), r.get("n_needed", np.nan))
+    cmp = {}
+    if comparisons is not None and len(comparisons):
+        c = comparisons.assign(params=comparisons["params"].where(comparisons["params"].notna(), "").astype(str),
+                               best_params=comparisons["best_params"].where(comparisons["best_params"].notna(),
+                                                                            "").astype(str))
+        for fam, g in c.groupby(FAMILY, sort=False, dropna=False):
+            cmp[tuple(map(str, fam))] = g
+    for fam, g in s.groupby(FAMILY, sort=False, dropna=False):
+        fam = tuple(map(str, fam))
+        if not is_judged(str(g["_kind"].iloc[0])):
+            continue
+        rows = g[~g["method"].map(is_control)]
+        if rows.empty:
+            continue
+        v, v_n = verdict.get(fam, ("undetermined", np.nan))
+        if v != "valid":
+            why = ("metric judged invalid on this benchmark" if v == "invalid" else
+                   "validity undetermined" + (f" (needs n={_n_text(v_n)})" if pd.notna(v_n) else ""))
+            out.loc[rows.index, "mark_note"] = f"no marks: {why}"
+            if v == "undetermined" and pd.notna(v_n):
+                out.loc[rows.index, "n_needed"] = float(v_n)
+            continue
+        cf = cmp.get(fam)
+        if cf is None or cf.empty:
+            out.loc[rows.index, "mark_note"] = "no marks: fewer than 2 methods with per-sample values to compare"
+            continue
+        m = int(cf["comparisons"].iloc[0])
+        if not (pd.to_numeric(cf["min_p_holm"]) < alpha).any():
+            n_pairs = int(pd.to_numeric(cf["n"]).max())
+            need = min_pairs(alpha, m, "two-sided")
+            out.loc[rows.index, "mark_note"] = (
+                f"no marks: with {m} comparisons and n={n_pairs} no comparison with the best can be significant "
+                f"(smallest Holm p {min(1.0, m * min_p_signed_rank(n_pairs)):.2g}); needs n={need}")
+            out.loc[rows.index, "n_needed"] = float(need)
+            continue
+        arm = {(r["method"], r["params"]): r for _, r in cf.iterrows()}
+        best_key = (str(cf["best_method"].iloc[0]), str(cf["best_params"].iloc[0]))
+        share = float(cf["top_share"].iloc[0])
+        top_mark = "best" if np.isfinite(share) and share >= stable else "tied"
+        # the best arm's margin: its comparison with the runner-up (the smallest effect among the others)
+        runner = cf.loc[pd.to_numeric(cf["effect"]).idxmin()] if cf["effect"].notna().any() else None
+        for i, r in rows.iterrows():
+            k = (str(r["method"]), r["_params"])
+            if k == best_key or (k in arm and arm[k]["effect"] == 0 and arm[k]["mean_diff"] == 0):
+                out.loc[i, "best"] = top_mark
+                src = runner if k == best_key else arm[k]
+            elif k in arm:
+                src = arm[k]
+                if pd.notna(src["p_holm"]) and src["p_holm"] >= alpha:
+                    out.loc[i, "best"] = "tied"
+                    out.loc[i, "n_needed"] = src["n_needed"] if pd.notna(src["n_needed"]) else np.nan
+            else:
+                continue
+            if src is not None:
+                out.loc[i, ["effect", "effect_ci_low", "effect_ci_high"]] = [
+                    src["effect"], src["effect_ci_low"], src["effect_ci_high"]]
+        if top_mark == "tied":
+            out.loc[rows.index, "mark_note"] = (f"best not stable: it keeps the top mean in {share:.0%} of bootstrap "
+                                                f"resamples (below {stable:.0%}), so it is marked ~")
+    out["n_needed"] = pd.array([None if pd.isna(v) else int(v) for v in out["n_needed"]], dtype="Int64")
+    return out
+
+
+def mark_best(summary: pd.DataFrame, comparisons: pd.DataFrame, validity: pd.DataFrame, alpha: float = 0.05
+              ) -> pd.Series:
+    """``best`` / ``tied`` / '' per summary row: the ``best`` column of :func:`marks`."""
+    return marks(summary, comparisons, validity, alpha=alpha)["best"].astype(object)
+
+
+# --------------------------------------------------------------------------- power of the comparison procedure
+def power_vs_best(n: int, k: int, dz: float = MEDIUM_DZ, alpha: float = 0.05, others: str = "tied",
+                  n_sim: int = 1000, seed: int = 0) -> dict:
+    """Monte-Carlo operating characteristics of :func:`comparisons` (Wilcoxon against the observed best arm,
+    Holm over the k - 1 comparisons) with ``n`` samples and ``k`` method arms.
+
+    Model: ``value[i, j] = mu_j + u_i + e_ij`` with ``u_i`` a sample effect shared by the arms and ``e_ij``
+    normal with variance 1/2, so the paired difference of two arms has SD 1 and ``dz = mu_a - mu_b``.  Arm 0
+    is the best (``mu = 0``) and arm 1 lies ``dz`` below it.  The other k - 2 arms are at 0 (``others="tied"``:
+    tied with the best, so the observed best is one of k - 1 equal arms and Holm corrects over comparisons
+    that mostly do not reject -- the hardest case) or far below (``"far"``, -3: every other comparison
+    rejects).  Returns ``{"power": share of simulations in which arm 1 is found significantly worse than the
+    observed best, "false_split": share in which an arm tied with the best is found significantly worse}``.
+    """
+    if k < 2:
+        raise UserError(f"power_vs_best needs k >= 2 arms, got {k}")
+    rng = np.random.default_rng(seed)
+    mu = np.zeros(k)
+    mu[1] = -dz
+    if others == "far":
+        mu[2:] = -3.0
+    elif others != "tied":
+        raise UserError(f"others must be 'tied' or 'far', got {others!r}")
+    tied = mu == 0
+    X = mu + rng.normal(0, math.sqrt(0.5), (n_sim, n, k)) + rng.normal(0, 1, (n_sim, n, 1))
+    top = X.mean(axis=1).argmax(axis=1)
+    D = np.take_along_axis(X, top[:, None, None], axis=2) - X  # (sim, n, k): top - arm
+    rest = np.ones((n_sim, k), dtype=bool)
+    rest[np.arange(n_sim), top] = False
+    Dk = np.moveaxis(D, 1, 2)[rest].reshape(n_sim, k - 1, n)
+    arm_of = np.nonzero(rest)[1].reshape(n_sim, k - 1)
+    p = signed_rank(Dk.reshape(-1, n), "two-sided")[1].reshape(n_sim, k - 1)
+    sig = np.apply_along_axis(holm, 1, p) < alpha
+    power = np.mean(np.any(sig & (arm_of == 1), axis=1))
+    false_split = np.mean(np.any(sig & tied[arm_of], axis=1))
+    return {"power": float(power), "false_split": float(false_split)}
