@@ -131,10 +131,13 @@ def _summary(df, seed, level, alpha, validity, comparisons) -> pd.DataFrame:
     s = _summary_stats(df, seed, level)
     s["kind"] = ["control" if stats.is_control(m) else "method" for m in s["method"]]
     verdict = {tuple(map(str, r[:4])): r[4] for r in validity[stats.FAMILY + ["verdict"]].itertuples(index=False)}
-    s["valid"] = pd.array([{"valid": True, "invalid": False}.get(verdict.get(tuple(map(str, r))), None)
-                           for r in s[stats.FAMILY].itertuples(index=False)], dtype="boolean")
-    s["best"] = stats.mark_best(s, comparisons, alpha=alpha)
-    return s[SUMMARY_COLUMNS]
+    # valid / invalid / undetermined (text); empty for kinds that are never judged (descriptive, sanity, cost)
+    s["valid"] = pd.array([verdict.get(tuple(map(str, r))) for r in s[stats.FAMILY].itertuples(index=False)],
+                          dtype=object)
+    marks = stats.marks(s, comparisons, validity, alpha=alpha)  # best / tied, effect to the best, n_needed
+    for c in marks:
+        s[c] = marks[c]
+    return s[SUMMARY_COLUMNS + [c for c in stats.MARK_COLUMNS if c not in SUMMARY_COLUMNS]]
 
 
 def write_tables(rows: List[dict], out_dir: Path, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
