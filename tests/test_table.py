@@ -94,7 +94,7 @@ def test_markers_intervals_and_arrows_on_a_hand_built_case():
     assert lines.index(_line(t, "control_gt")) > lines.index(_line(t, "c"))
     assert "*" not in _line(t, "control_gt")
     assert "✗ down: the ground-truth control does not beat random" in t
-    assert "~ not significantly different from the best" in t
+    assert "~ not significantly different from the best" in " ".join(t.split())
 
 
 def test_best_without_the_best_column_ignores_controls_and_follows_direction():
@@ -149,3 +149,60 @@ def test_decimals_and_cells():
 
 def test_empty_summary():
     assert format_table(pd.DataFrame()) == "(no results)"
+
+
+def _verdict_case():
+    """One valid metric with marks and effects, one undetermined, one valid metric no comparison can mark."""
+    rows = [
+        _row("a", "up", 0.90, ci_low=0.85, ci_high=0.95, kind="method", best="best", valid="valid",
+             effect=0.02, effect_ci_low=0.01, effect_ci_high=0.03, n_needed=None, mark_note=""),
+        _row("b", "up", 0.88, ci_low=0.80, ci_high=0.93, kind="method", best="tied", valid="valid",
+             effect=0.02, effect_ci_low=-0.01, effect_ci_high=0.05, n_needed=140, mark_note=""),
+        _row("c", "up", 0.50, ci_low=0.45, ci_high=0.55, kind="method", best="", valid="valid",
+             effect=0.40, effect_ci_low=0.35, effect_ci_high=0.45, n_needed=None, mark_note=""),
+        _row("control_gt", "up", 0.99, ci_low=0.98, ci_high=1.0, kind="control", best="", valid="valid"),
+    ]
+    for m in ("a", "b", "c"):
+        rows.append(_row(m, "unsure", 0.5, ci_low=0.4, ci_high=0.6, kind="method", best="", valid="undetermined",
+                         n_needed=47, mark_note="no marks: validity undetermined (needs n=47)"))
+        rows.append(_row(m, "few", 0.5, ci_low=0.4, ci_high=0.6, kind="method", best="", valid="valid",
+                         n_needed=9, mark_note="no marks: with 9 comparisons and n=8 no comparison with the best "
+                                               "can be significant (smallest Holm p 0.07); needs n=9"))
+        rows.append(_row(m, "secs", 0.1, kind="method", metric_kind="cost", hib=False))
+    return pd.DataFrame(rows)
+
+
+def test_undetermined_verdicts_marks_effects_and_the_n_they_need():
+    validity = pd.DataFrame([dict(experiment="e", dataset="d", model="m", metric="unsure", verdict="undetermined",
+                                  n_needed=47, reason="constant vs random undetermined: 0.02 [-0.1,0.15]")])
+    t = format_table(_verdict_case().assign(metric_kind=lambda f: f.get("metric_kind").fillna("quality")),
+                     validity=validity)
+    flat = " ".join(t.split())
+    header = next(x for x in t.splitlines() if x.startswith("method"))
+    assert "unsure ↑ ?" in header and "up ↑" in header and "✗" not in header
+    assert header.rstrip().endswith("secs ↓")  # cost kind last, whatever its name
+    assert "? unsure: validity undetermined, needs n=47: constant vs random undetermined" in flat
+    assert "up: * a ahead of the next by 0.0200 [0.0100,0.0300]; ~ behind the best by b 0.0200 [-0.0100,0.0500] " \
+           "needs n=140" in flat
+    assert "few: no marks: with 9 comparisons and n=8 no comparison with the best can be significant" in flat
+    assert "needs n=9" in flat
+    assert "unsure: no marks" not in flat  # the verdict note says it already
+    assert "? validity undetermined" in flat and max(len(x) for x in t.splitlines()) <= 120
+
+
+def test_a_fresh_summary_of_the_committed_run_prints_within_120_columns():
+    from xaibench.analysis import results as R
+
+    df = pd.read_parquet(ROOT / "results" / "main_job" / "results.parquet")
+    tables = R.tables(df)
+    t = format_table(tables["summary"], validity=tables["validity"])
+    assert max(len(x) for x in t.splitlines()) <= 120
+    v = tables["validity"]
+    # every invalid / undetermined verdict has its footnote; no mark on a metric that is not valid
+    for _, r in v.iterrows():
+        sign = {"invalid": "✗", "undetermined": "?"}.get(r["verdict"])
+        if sign:
+            assert f"{sign} {r['metric']}: " in t
+    s = tables["summary"]
+    assert (s.loc[s["valid"] != "valid", "best"] == "").all()
+    assert (s.loc[s["kind"] == "control", "best"] == "").all()

@@ -12,14 +12,23 @@ into plain text at most ``width`` columns wide:
   gives each label's parameters (only those that differ between the label's
   settings, or all of them when they are short);
 * a header holds the metric's direction (``↑`` higher is better, ``↓`` lower is
-  better) and ``✗`` when the metric was judged invalid on that benchmark
-  (``valid`` column or ``validity.csv``), with the reason in a footnote;
+  better), ``✗`` when the metric was judged invalid on that benchmark and ``?``
+  when its validity is undetermined (``valid`` column or ``validity.csv``), with
+  the reason -- and for an undetermined verdict the n it would need -- in a
+  footnote;
 * a cell is ``mean [ci_low,ci_high]`` when the summary has confidence
-  intervals, else ``mean ± std``; ``*`` marks the best value of a column and
-  ``~`` the values not significantly different from it (the ``best`` column,
-  ``best`` / ``tied``; without that column the best mean among the non-control
-  methods is marked, without ties);
-* metrics in order of appearance, the cost metrics last;
+  intervals, else ``mean ± std``; ``*`` marks the best arm of a column and ``~``
+  the arms not significantly different from it (the ``best`` column, ``best`` /
+  ``tied``, see :func:`xaibench.analysis.stats.marks`: only on valid metrics,
+  where a comparison can reject at this n, ``*`` only for a best arm that keeps
+  the top under a bootstrap of the samples); without that column the best mean
+  among the non-control methods is marked, without ties;
+* below a benchmark, per marked column, the paired difference of each ``~`` arm
+  to the best with its bootstrap interval and the n at which it would be
+  significant (summary ``effect``, ``effect_ci_low/high``, ``n_needed``), and
+  for a column left unmarked the reason (``mark_note``: invalid, undetermined,
+  or "needs n=..." when no comparison can reject at this n);
+* metrics in order of appearance, the cost metrics last (the ``metric_kind`` column);
 * control methods (``kind == control``, or the ``control_*`` names) are listed
   below the methods, under a separator.
 
@@ -38,12 +47,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .schema import COST_METRICS  # noqa: F401  (re-exported for the report)
+from .schema import COST, COST_METRICS, legacy_kind, metric_kinds  # noqa: F401  (COST_METRICS: the report's)
 
 CONTROLS = ("control_random", "control_constant", "control_gt", "control_gt_inverted")
 BENCH = ["experiment", "dataset", "model"]
 MARK = {"best": "*", "tied": "~"}
 INVALID_VERDICTS = {"false", "invalid", "fail", "failed", "no", "0"}
+UNDETERMINED_VERDICTS = {"undetermined", "untestable"}
 _ANSI = {"best": "\033[1;32m", "tied": "\033[32m", "control": "\033[2m", "invalid": "\033[31m", "end": "\033[0m"}
 _SEP = "  "
 
@@ -131,9 +141,18 @@ def format_cell(mean, std=np.nan, lo=np.nan, hi=np.nan, d: int = 3) -> str:
     return f"{mean:.{d}f}"
 
 
-def metric_order(metrics) -> List[str]:
-    """The metrics in order of first appearance, the cost metrics (:data:`COST_METRICS`) last."""
-    return sorted(pd.unique(pd.Series(metrics)), key=lambda m: m in COST_METRICS)
+def metric_order(metrics, kinds=None) -> List[str]:
+    """The metrics in order of first appearance, the cost metrics last.  ``kinds``: each metric's kind (aligned
+    with ``metrics``, e.g. the summary's ``metric_kind`` column); without it, the kinds of result files written
+    before rows carried one (:func:`xaibench.analysis.schema.legacy_kind`)."""
+    metrics = list(metrics)
+    kind_of = dict(zip(metrics, kinds)) if kinds is not None else {}
+
+    def cost(m) -> bool:
+        k = kind_of.get(m)
+        return str(k if k is not None and pd.notna(k) and str(k) else legacy_kind(m)) == COST
+
+    return sorted(pd.unique(pd.Series(metrics, dtype=object)), key=cost)
 
 
 def _invalid_verdict(v) -> bool:
@@ -142,6 +161,34 @@ def _invalid_verdict(v) -> bool:
     if isinstance(v, (bool, np.bool_)):
         return not bool(v)
     return str(v).strip().lower() in INVALID_VERDICTS
+
+
+def _undetermined_verdict(v) -> bool:
+    return isinstance(v, str) and v.strip().lower() in UNDETERMINED_VERDICTS
+
+
+def undetermined_metrics(summary: pd.DataFrame, validity: Optional[pd.DataFrame] = None) -> Dict[tuple, str]:
+    """``{(experiment, dataset, model, metric): reason}`` for the metrics whose validity is undetermined on a
+    benchmark (``valid`` says so in the summary, or ``verdict`` in ``validity.csv``); the reason starts with the
+    n the verdict would need where it is known."""
+    reasons: Dict[tuple, str] = {}
+    if validity is not None and len(validity) and {"dataset", "model", "metric", "verdict"} <= set(validity.columns):
+        for _, r in validity[validity["verdict"].map(_undetermined_verdict)].iterrows():
+            why = "" if pd.isna(r.get("reason", "")) else str(r.get("reason", ""))
+            need = r.get("n_needed", None)
+            if need is not None and pd.notna(need):
+                why = f"needs n={int(need)}" + (f": {why}" if why else "")
+            reasons[(r.get("experiment", None), r["dataset"], r["model"], r["metric"])] = why
+    und = summary["valid"].map(_undetermined_verdict) if "valid" in summary else pd.Series(False, index=summary.index)
+    out: Dict[tuple, str] = {}
+    for combo, rows in summary.groupby(BENCH + ["metric"], sort=False, dropna=False):
+        why = reasons.get(combo, reasons.get((None,) + tuple(combo[1:])))
+        if why is None and bool(und[rows.index].any()):
+            need = rows["n_needed"].dropna() if "n_needed" in rows else pd.Series(dtype=float)
+            why = f"needs n={int(need.iloc[0])}" if len(need) and rows["n_needed"].nunique() == 1 else ""
+        if why is not None:
+            out[tuple(combo)] = why
+    return out
 
 
 def invalid_metrics(summary: pd.DataFrame, validity: Optional[pd.DataFrame] = None) -> Dict[tuple, str]:
@@ -175,6 +222,38 @@ def best_marks(block: pd.DataFrame) -> pd.Series:
         top = cand["mean"].max() if hib else cand["mean"].min()
         out[cand.index[cand["mean"] == top]] = "best"
     return out
+
+
+def mark_notes(mb: pd.DataFrame, metric: str) -> List[str]:
+    """The note below a table for one benchmark x metric: why its column has no or fewer marks (``mark_note``,
+    unless it only repeats an invalid / undetermined verdict), the best arm's lead over the next and each ``~``
+    arm's paired difference to the best with its interval and the n at which it would be significant."""
+    if "best" not in mb or "effect" not in mb:
+        return []
+    label = mb["_label"] if "_label" in mb else mb["method"].astype(str)
+    eff = pd.to_numeric(mb["effect"], errors="coerce")
+    lo = pd.to_numeric(mb.get("effect_ci_low", pd.Series(np.nan, index=mb.index)), errors="coerce")
+    hi = pd.to_numeric(mb.get("effect_ci_high", pd.Series(np.nan, index=mb.index)), errors="coerce")
+    need = mb["n_needed"] if "n_needed" in mb else pd.Series(np.nan, index=mb.index)
+    d = decimals(eff.tolist() + lo.tolist() + hi.tolist())
+
+    def diff(i):
+        ci = f" [{lo[i]:.{d}f},{hi[i]:.{d}f}]" if np.isfinite(lo[i]) and np.isfinite(hi[i]) else ""
+        return f"{eff[i]:.{d}f}{ci}"
+
+    parts = []
+    note = next((str(x) for x in mb.get("mark_note", pd.Series(dtype=object)) if isinstance(x, str) and x), "")
+    if note and not note.startswith(("no marks: metric judged invalid", "no marks: validity undetermined")):
+        parts.append(note)
+    mark = mb["best"].map(lambda v: "" if pd.isna(v) else str(v))
+    lead = [i for i in mb.index if mark[i] == "best" and np.isfinite(eff[i])]
+    if lead:
+        parts.append("* " + ", ".join(label[i] for i in lead) + f" ahead of the next by {diff(lead[0])}")
+    ties = [i for i in mb.index if mark[i] == "tied" and np.isfinite(eff[i])]
+    if ties:
+        parts.append("~ behind the best by " + ", ".join(
+            f"{label[i]} {diff(i)}" + (f" needs n={int(need[i])}" if pd.notna(need[i]) else "") for i in ties))
+    return [f"{metric}: " + "; ".join(parts)] if parts else []
 
 
 # --------------------------------------------------------------------------- the text table
@@ -220,11 +299,12 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
     s["_label"], legend = variant_labels(s)
     s["_control"] = is_control(s)
     invalid = invalid_metrics(s, validity)
+    undetermined = undetermined_metrics(s, validity)
     paint = (lambda text, what: f"{_ANSI[what]}{text}{_ANSI['end']}") if color else (lambda text, what: text)
 
     out: List[str] = []
     for bench, b in s.groupby(BENCH, sort=False, dropna=False):
-        metrics = metric_order(b["metric"])
+        metrics = metric_order(b["metric"].tolist(), metric_kinds(b).tolist())
         rows = list(pd.unique(b.loc[~b["_control"], "_label"])) + list(pd.unique(b.loc[b["_control"], "_label"]))
         n_methods = int((~b.drop_duplicates("_label")["_control"]).sum())
         label_w = min(max(len("method"), *(len(r) for r in rows)), 28)
@@ -245,7 +325,7 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
             hib = mb["higher_is_better"].dropna()
             arrow = "" if hib.empty else (" ↑" if bool(hib.iloc[0]) else " ↓")
             bad = tuple(bench) + (m,) in invalid
-            suffix = arrow + (" ✗" if bad else "")
+            suffix = arrow + (" ✗" if bad else " ?" if tuple(bench) + (m,) in undetermined else "")
             w = max([len(t) + 1 for t, _ in cells.values()] + [len(p) + 1 for p in m.split("_")[:-1]] +
                     [len(m.split("_")[-1] + suffix), 6])
             if len(m + suffix) <= w + 4:  # a little wider rather than a header over two lines
@@ -289,6 +369,10 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
             out.append("")
         notes = [f"✗ {m}: " + (invalid[tuple(bench) + (m,)] or "judged invalid on this benchmark")
                  for m in metrics if tuple(bench) + (m,) in invalid]
+        notes += [f"? {m}: validity undetermined" + (f", {undetermined[tuple(bench) + (m,)]}"
+                                                     if undetermined[tuple(bench) + (m,)] else "")
+                  for m in metrics if tuple(bench) + (m,) in undetermined]
+        notes += [n for m in metrics for n in mark_notes(b[b["metric"] == m], m)]
         if "n_undefined" in b:
             und = b[pd.to_numeric(b["n_undefined"], errors="coerce").fillna(0) > 0]
             for m, u in und.groupby("metric", sort=False):
@@ -299,10 +383,15 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
         if notes:
             out.append("")
     has_ci = bool(np.isfinite(s["ci_low"]).any())
+    marked = "best" in s
     out.append(textwrap.fill(
         ("cells: mean [confidence interval]" if has_ci else "cells: mean ± std") +
-        "; * best in column" + ("; ~ not significantly different from the best" if "best" in s else "") +
-        "; ↑/↓ higher/lower is better" + ("; ✗ metric judged invalid on the benchmark" if invalid else ""),
+        ("; * best (keeps the top mean in >= 95 % of bootstrap resamples of the samples); ~ not significantly "
+         "different from the best (paired Wilcoxon, Holm over the comparisons with the best); marks only on "
+         "valid metrics; notes: the difference to the best [95 % CI] and the n at which it would be significant "
+         "with power 0.8" if marked else "; * best in column") +
+        "; ↑/↓ higher/lower is better" + ("; ✗ metric judged invalid on the benchmark" if invalid else "") +
+        ("; ? validity undetermined (the n it would need)" if undetermined else ""),
         width))
     if legend:
         out.append("parameters:")
@@ -310,3 +399,19 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
         for k, v in legend.items():
             out.extend(textwrap.wrap(f"  {_fit(k, lw).ljust(lw)}  {v}", width, subsequent_indent=" " * (lw + 4)))
     return "\n".join(line.rstrip() for line in out)
+
+
+def format_validity(validity: pd.DataFrame, width: int = 120) -> str:
+    """The validity verdicts per benchmark, one wrapped line each (quality metrics only when the table says
+    which metrics are quality scores)."""
+    from .schema import QUALITY
+
+    v = validity
+    if "metric_kind" in v:
+        v = v[v["metric_kind"].astype(str) == QUALITY]
+    lines = ["metric validity (controls: gt > random, gt > inverted gt, constant not > random; validity.csv):"]
+    for (d, m), g in v.groupby(["dataset", "model"], sort=False):
+        parts = [f"{verdict} {', '.join(g[g.verdict == verdict].metric)}"
+                 for verdict in pd.unique(g["verdict"].astype(str))]
+        lines.append(textwrap.fill(f"{m} on {d}: " + "; ".join(parts), width, subsequent_indent="    "))
+    return "\n".join(lines)
