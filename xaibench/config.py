@@ -278,14 +278,14 @@ def _show_value(v) -> str:
     return _show(v) if not isinstance(v, (list, tuple)) else "[" + ",".join(_show(x) for x in v) + "]"
 
 
-def build(cls, values: Optional[dict] = None, *, where: str = ""):
+def build(cls, values: Optional[dict] = None, *, where: Optional[str] = None):
     """A checked instance of the config class ``cls`` from user-facing ``values`` (missing keys: defaults).
 
     ``where`` prefixes every message (``method`` -> "method.lambda=-1 is out of range ...").  Unknown keys,
     wrong types, out-of-range values and failed cross-field rules are :class:`UserError` naming the field.
     """
     values = dict(values or {})
-    prefix = where or cls.group or "config"
+    prefix = (cls.group or "config") if where is None else where
     specs = {s.key: s for s in cls.specs()}
     unknown = [k for k in values if k not in specs]
     if unknown:
@@ -293,22 +293,27 @@ def build(cls, values: Optional[dict] = None, *, where: str = ""):
     kwargs = {}
     for key, s in specs.items():
         if key in values:
-            kwargs[s.name] = _coerce(f"{prefix}.{key}", s, values[key])
+            kwargs[s.name] = _coerce(_dotted(prefix, key), s, values[key])
         elif s.required:
-            raise UserError(f"{prefix}.{key} is required: give {s.allowed()}" + (f" ({s.help})" if s.help else ""))
+            raise UserError(f"{_dotted(prefix, key)} is required: give {s.allowed()}" + (f" ({s.help})" if s.help else ""))
     cfg = cls(**kwargs)
     cfg.validate()
     return cfg
+
+
+def _dotted(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
 
 
 def unknown_key_error(cls, key: str, prefix: str) -> UserError:
     keys = cls.keys()
     if not keys:
         reason = cls.fixed_reason or f"{cls.registry_name or prefix} takes no parameters"
-        return UserError(f"{prefix}.{key}: {reason}")
+        return UserError(f"{_dotted(prefix, key)}: {reason}")
     close = difflib.get_close_matches(str(key), keys, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return UserError(f"{prefix}.{key} is not a parameter of {cls.registry_name or prefix}.{hint} "
+    what = cls.registry_name if cls.group != "run" else "xaibench (a top-level option)"
+    return UserError(f"{_dotted(prefix, key)} is not a parameter of {what or prefix}.{hint} "
                      f"Its parameters: {', '.join(keys)}")
 
 

@@ -30,7 +30,8 @@ import pandas as pd
 
 from ..io import atomic_to_csv, atomic_to_parquet
 
-from .schema import AGGREGATE, COLUMNS, KEYS, SUMMARY_COLUMNS, TABLES, metric_kinds  # noqa: F401
+from .schema import (AGGREGATE, COLUMNS, KEYS, SUMMARY_COLUMNS, TABLES, Output, legacy_reductions,  # noqa: F401
+                     metric_kinds, reduce_state)
 
 
 def _params_text(p) -> str:
@@ -178,21 +179,26 @@ def _short_params(p: str) -> str:
 
 
 def aggregate_rows(hidden_items, experiment: str, seed: int) -> List[dict]:
-    """Dataset-level rows (``sample_id = __aggregate__``) from the per-sample hidden values of ``reduce``
-    metrics, as journalled in ``rows.jsonl`` (``[hidden_key, values]`` pairs, hidden_key = dataset, model,
-    method, metric label, params, metric params, metric registry name); also used by ``xaibench-merge`` to
-    recombine shards."""
-    from .. import metrics as MT
-
+    """Dataset-level rows (``sample_id = __aggregate__``) from the per-sample hidden state of metrics with a
+    declared dataset-level reduction, as journalled in ``rows.jsonl``: ``[key, state]`` or
+    ``[key, state, declared]`` items, key = (dataset, model, method, metric label, params, metric params,
+    metric registry name), ``declared`` = :func:`xaibench.analysis.schema.declared_reductions` of the metric.
+    Pure: the reduction is computed from the declaration recorded with the state (no metric is imported), so
+    ``xaibench-merge`` recombines shards the same way."""
     groups: Dict[tuple, list] = {}
-    for key, values in hidden_items:
-        groups.setdefault(tuple(key), []).append(values)
+    declared_of: Dict[tuple, dict] = {}
+    for item in hidden_items:
+        key, values = tuple(item[0]), item[1]
+        groups.setdefault(key, []).append(values)
+        if len(item) > 2 and item[2]:
+            declared_of[key] = item[2]
     rows = []
-    for (dlabel, mlabel, method, _mlab, params, mp, reg), values in groups.items():
-        metric = MT.METRICS.get(reg)
-        for name, value in metric.reduce(values).items():
+    for key, values in groups.items():
+        dlabel, mlabel, method, _mlab, params, mp, reg = key[:7]
+        declared = declared_of.get(key) or legacy_reductions(reg)
+        for name, value in reduce_state(declared, values).items():
+            out = Output.from_dict(declared[name])
             rows.append(dict(experiment=experiment, dataset=dlabel, model=mlabel, method=method, params=params,
-                             sample_id=AGGREGATE, metric=name, value=float(value),
-                             higher_is_better=bool(metric.outputs.get(name, True)), metric_params=mp, seed=seed,
-                             note=f"n={len(values)}"))
+                             sample_id=AGGREGATE, metric=name, value=float(value), metric_params=mp, seed=seed,
+                             note=f"n={len(values)}", **out.row_fields()))
     return rows

@@ -1,90 +1,132 @@
-"""The top-level options of a run (checked, with a clear message for every bad value), device selection, and
-the signal handling that makes an interruption clean (SIGTERM like Ctrl-C; no interruption while the tables
-are written)."""
+"""The run's own options (the top level of ``conf/config.yaml``) as one typed config, device selection, and the
+signal handling that makes an interruption clean (SIGTERM like Ctrl-C; no interruption while the tables are
+written).
+
+:class:`RunConfig` is the single source of the options' names, defaults, ranges and help (``xaibench --help``
+prints them).  Its schema, with open ``experiment``/``model``/``dataset``/``method``/``metric`` nodes, is the
+primary config's schema in Hydra's ConfigStore (``xaibench_schema``), so Hydra refuses an unknown top-level
+key and :func:`run_options` checks every value before anything loads.
+"""
 
 from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ..errors import UserError, check_range
+from ..config import ComponentConfig, build, param
+from ..errors import UserError
 
-#: top-level options that cannot change any result: a resumed run may differ in them
-NEUTRAL_OPTIONS = ("resume", "threads", "print_summary", "save_figures", "gallery", "report", "workers", "warmup",
-                   "batch_size", "explain_batch_size", "cache", "hydra")
 DEVICES = "auto, cpu, cuda or cuda:N"
+#: the parts of a run's fingerprint that a resume / merge may be told to accept when they differ
+FINGERPRINT_ITEMS = ("config", "code", "versions", "weights", "data")
+
+
+def _auto_or_int(v) -> Optional[str]:
+    if v == "auto":
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536:
+        return "an integer in [1, 65536] or auto"
+    return None
+
+
+def _device(v) -> Optional[str]:
+    v = str(v)
+    if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return None
+    return f"one of {DEVICES}"
+
+
+def _shard(v) -> Optional[str]:
+    if v is None:
+        return None
+    parts = str(v).split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]):
+        return "I/N with 0 <= I < N (e.g. shard=0/4 ... shard=3/4)"
+    return None
+
+
+def _allow(v) -> Optional[str]:
+    bad = [x for x in (v or []) if x not in FINGERPRINT_ITEMS]
+    return f"a list of {', '.join(FINGERPRINT_ITEMS)}" if bad else None
 
 
 @dataclass
-class Options:
-    seed: int
-    batch_size: int
-    explain_batch_size: int
-    target: str
-    warmup: bool
-    save_figures: int
-    gallery: int
-    resume: bool
-    threads: Optional[int]
-    workers: int
-    print_summary: bool
-    report: bool
-    device: str
-    precision: str
-    shard: Optional[tuple]
-    alpha: float
-    cache: bool
+class RunConfig(ComponentConfig):
+    """The top-level options of ``xaibench``."""
+
+    seed: int = param(0, range=(0, 2 ** 32 - 1),
+                      help="seeds every seeded method, metric and control (SHAP, LIME, subsets, noise, tie orders)")
+    batch_size: Any = param("auto", check=_auto_or_int, neutral=True,
+                            help="model batch size of perturbed inputs (auto: chosen per model and device)")
+    explain_batch_size: Any = param("auto", check=_auto_or_int, neutral=True,
+                                    help="samples explained and evaluated together (auto: bounded by memory)")
+    target: str = param("predicted", choices=("predicted", "label"),
+                        help="explain the predicted class or the true label")
+    warmup: bool = param(True, neutral=True, help="one untimed explanation per model x method before timing")
+    device: str = param("auto", check=_device, help="auto (a CUDA GPU when present) | cpu | cuda | cuda:N")
+    precision: str = param("fp32", choices=("fp32", "bf16", "fp16"),
+                           help="precision of the model's forward passes (docs/models.md)")
+    workers: int = param(0, range=(0, 256), neutral=True, help="data-loading worker processes")
+    shard: Optional[str] = param(None, check=_shard, help="I/N: run every N-th sample starting at I")
+    cache: bool = param(True, neutral=True,
+                        help="in-run cache of model outputs keyed by the perturbation (shared across methods)")
+    alpha: float = param(0.05, range=(1e-6, 0.5), help="significance level of verdicts and comparisons")
+    save_figures: int = param(0, range=(0, 100000), neutral=True, help="PNG figures of the first N samples")
+    gallery: int = param(4, range=(0, 100000), neutral=True, help="samples kept in gallery.h5 for report.html")
+    report: bool = param(True, neutral=True, help="write report.html at the end of the run")
+    resume: bool = param(False, neutral=True, help="continue an interrupted run in the same hydra.run.dir")
+    allow_change: List[str] = param(default_factory=list, check=_allow, neutral=True,
+                                    help="on resume: accept these fingerprint differences "
+                                         f"({', '.join(FINGERPRINT_ITEMS)}); recorded in provenance.json")
+    threads: Optional[int] = param(None, range=(1, 1024), neutral=True, help="torch threads (null: torch's default)")
+    print_summary: bool = param(True, neutral=True, help="print the table at the end")
+
+    @property
+    def shard_pair(self) -> Optional[Tuple[int, int]]:
+        if self.shard is None:
+            return None
+        i, n = str(self.shard).split("/")
+        return int(i), int(n)
 
 
-def _bool(name, v) -> bool:
-    if isinstance(v, bool):
-        return v
-    raise UserError(f"{name}={v!r} must be true or false")
+GROUPS = ("experiment", "model", "dataset", "method", "metric")
 
 
-def _int(name, v, lo, hi=2 ** 31 - 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) and not str(v).lstrip("-").isdigit():
-        raise UserError(f"{name}={v!r} must be an integer in [{lo}, {hi}]")
-    return check_range(name, v, lo, hi, integer=True)
+def run_options(cfg: DictConfig) -> RunConfig:
+    """The checked top-level options of a composed config (a UserError names a bad value and what is allowed)."""
+    keys = set(RunConfig.keys())
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in keys}
+    return build(RunConfig, values, where="")
 
 
-def validate_options(cfg: DictConfig) -> Options:
-    """Every top-level option, checked: a clear message (exit 2) instead of a traceback later."""
-    g = cfg.get
-    target = g("target", "predicted")
-    if target not in ("predicted", "label"):
-        raise UserError(f"target={target!r}; valid: predicted (explain the predicted class), label (the true one)")
-    threads = g("threads")
-    device = str(g("device", "auto"))
-    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise UserError(f"device={device!r}; valid: {DEVICES}")
-    precision = str(g("precision", "fp32"))
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UserError(f"precision={precision!r}; valid: fp32, bf16, fp16")
-    shard = g("shard")
-    if shard is not None:
-        parts = str(shard).split("/")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]):
-            raise UserError(f"shard={shard!r} must be I/N with 0 <= I < N (e.g. shard=0/4 ... shard=3/4)")
-        shard = (int(parts[0]), int(parts[1]))
-    alpha = g("alpha", 0.05)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
-        raise UserError(f"alpha={alpha!r} must be a significance level in (0, 1), e.g. 0.05")
-    return Options(
-        seed=_int("seed", g("seed", 0), 0, 2 ** 32 - 1), batch_size=_int("batch_size", g("batch_size", 32), 1),
-        explain_batch_size=_int("explain_batch_size", g("explain_batch_size", 8), 1), target=target,
-        warmup=_bool("warmup", g("warmup", True)), save_figures=_int("save_figures", g("save_figures", 0), 0),
-        gallery=_int("gallery", g("gallery", 0), 0), resume=_bool("resume", g("resume", False)),
-        threads=None if threads is None else _int("threads", threads, 1, 1024),
-        workers=_int("workers", g("workers", 0), 0, 256), print_summary=_bool("print_summary",
-                                                                               g("print_summary", True)),
-        report=_bool("report", g("report", False)), device=device, precision=precision, shard=shard,
-        alpha=float(alpha), cache=_bool("cache", g("cache", True)))
+def neutral_options() -> Tuple[str, ...]:
+    """Options that cannot change a result: a resumed run may differ in them."""
+    return tuple(s.key for s in RunConfig.specs() if s.neutral) + ("hydra",)
+
+
+def store_schema() -> None:
+    """The primary config's schema (``xaibench_schema``): the typed options plus the open component nodes
+    (their keys are checked by the plan against the experiment's components)."""
+    from dataclasses import field, make_dataclass
+
+    from hydra.core.config_store import ConfigStore
+
+    from ..config import _omegaconf_type
+
+    fields = [(g, Any, field(default_factory=dict)) for g in GROUPS]
+    for s in RunConfig.specs():
+        d = s.default
+        f = field(default_factory=lambda d=d: list(d)) if isinstance(d, (list, tuple)) else field(default=d)
+        fields.append((s.key, _omegaconf_type(s.type), f))
+    node = OmegaConf.structured(make_dataclass("XaibenchConfig", fields))
+    for g in GROUPS[1:]:  # global overrides: any key
+        OmegaConf.set_struct(node[g], False)
+    ConfigStore.instance().store(name="xaibench_schema", node=node)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,5 +183,3 @@ def deferred_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-

@@ -1,124 +1,144 @@
-"""The experiment runner: data -> explanation -> evaluation -> tidy rows.
+"""The experiment runner: plan -> load -> explain -> evaluate -> record, one benchmark after the other.
 
-For every benchmark (a model and a dataset) the runner loads the samples
-(``workers`` processes; ``shard=I/N`` keeps every N-th), predicts them in one
-batched pass, explains ``explain_batch_size`` samples at a time (methods
-computed from one traced pass explain a whole batch at once, and the
-parameter values of one method -- STAA's lambda, the layer count -- share
-that trace), evaluates every metric on every explanation, and appends the
-rows of each (sample, method) to ``rows.jsonl`` in the run folder, flushed at
-once.  An interrupted run (Ctrl-C, SIGTERM) loses at most the batch in
-progress, writes its tables and is continued with ``resume=true`` and the
-same ``hydra.run.dir``; a resume refuses a configuration that differs in
-anything that can change results.  See README.md, "Reliability".
+* **Plan** (:mod:`xaibench.run.plan`): the components of the experiment, every value checked against its
+  typed config before anything loads.
+* **Load** (:class:`~xaibench.run.stages.Loader`): the samples of a benchmark (``shard=I/N`` keeps every
+  N-th), ``workers`` processes loading ahead.
+* **Explain** (:class:`~xaibench.run.stages.Explainer`): ``explain_batch_size`` samples at a time; arms of
+  one trace-based method share one traced pass.
+* **Evaluate** (:class:`~xaibench.run.stages.Evaluator`): every metric once per batch, with all its (sample,
+  arm) items.
+* **Record**: the rows of each (sample, arm) -- its metric values and what it cost (``cost`` rows measured by
+  the harness) -- are appended to ``rows.jsonl``, flushed at once, keyed by the sample's id; the token maps
+  go with them (``maps.npz`` at the end).
+
+An interrupted run (Ctrl-C, SIGTERM) loses at most the batch in progress, writes its tables and continues
+with ``resume=true`` in the same ``hydra.run.dir``.  A resume compares the run's fingerprint
+(:mod:`xaibench.run.fingerprint`: config, code, versions, weights, data) with the interrupted run's and
+refuses any difference, naming it, unless ``allow_change`` lists that part (recorded in the provenance).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..datasets.base import SkipSample
-from ..errors import NotApplicable, UserError
-from ..methods.base import merge_requests, trace_kwargs
-from ..metrics.base import EvalContext
-from ..metrics.cost import Cost, measure
-from . import plan as C
-from ..io import atomic_write_text, repair_jsonl, safe_name
-from .options import NEUTRAL_OPTIONS, deferred_signals, resolve_device, stop_on_sigterm, validate_options
-from .provenance import provenance
+from ..analysis.maps import decode, encode, write_maps
 from ..analysis.results import AGGREGATE, aggregate_rows
+from ..analysis.schema import COST, DESCRIPTIVE, Output, declared_reductions, hidden_state
+from ..errors import NotApplicable, UserError
+from ..io import atomic_write_text, repair_jsonl, safe_name
+from ..metrics.base import EvalItem, Services
+from . import fingerprint as FP
+from . import plan as C
+from . import resources as R
+from .options import deferred_signals, neutral_options, resolve_device, run_options, stop_on_sigterm
+from .provenance import provenance
+from .stages import Arm, Evaluator, Explainer, Loader, MetricRun, to_device
+
+JOURNAL_FORMAT = 2
+#: the harness's own measurements per (sample, arm): name -> (higher is better, what it is)
+COST_ROWS = {
+    "explain_time_s": "wall-clock seconds of the explanation (after one warm-up per model and method)",
+    "n_forward": "forward passes of the explanation (a batched pass charged 1/B per sample)",
+    "n_backward": "backward passes of the explanation",
+    "explain_peak_mem_mb": "peak additional resident memory of the explanation (a lower bound, MiB)",
+    "eval_time_s": "this item's share of the metrics' wall-clock seconds",
+    "eval_n_forward": "this item's share of the metrics' forward passes (passes answered by the output cache "
+                      "are not passes)",
+}
+
 
 def _h(s) -> int:
     return zlib.crc32(str(s).encode())
 
 
-# ------------------------------------------------------------- data loading
-class _Guarded(torch.utils.data.Dataset):
-    """The samples at ``indices``; a sample the dataset cannot produce comes back as its skip reason."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, k):
-        i = self.indices[k]
-        try:
-            return i, self.dataset[i], None
-        except SkipSample as e:
-            return i, None, str(e)
-
-
-def _collate(items):
-    return items
-
-
-def _fingerprint(cfg: DictConfig, plan: C.Plan) -> dict:
-    """What a resumed run must share with the original: every option and component parameter that can
-    change a result."""
-    top = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-           if k not in NEUTRAL_OPTIONS and k not in C.GROUPS and k != "experiment"}
-    return {"options": top, "experiment": str(cfg.experiment.get("name")),
-            "benchmarks": [[m.label, m.params, d.label, d.params] for m, d in plan.benchmarks],
-            "methods": [[c.label, c.name, c.params] for c in plan.methods],
-            "metrics": [[c.label, c.name, c.params] for c in plan.metrics]}
-
-
-def _diff(a, b, path="") -> List[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
-    return [] if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str) else \
-        [f"{path}: {json.dumps(b, default=str)} -> {json.dumps(a, default=str)}"]
-
-
-# ------------------------------------------------------------------- runner
 class Runner:
-    def __init__(self, cfg: DictConfig, out_dir: Path, choices: Optional[dict] = None):
+    def __init__(self, cfg: DictConfig, out_dir: Path, choices: Optional[dict] = None,
+                 sweep: Optional[dict] = None, overrides: Optional[List[str]] = None):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.exp = cfg.experiment
-        self.opts = validate_options(cfg)
+        self.opts = run_options(cfg)
         self.seed = self.opts.seed
         self.choices = dict(choices or {})
+        self.sweep = dict(sweep or {})  # {"keys": [...], "job": n, "command": [...]}: a -m sweep
+        self.overrides = list(overrides or [])  # the run's command-line overrides (for the resume command)
         self.rows_path = self.out / "rows.jsonl"
         self.rows: List[dict] = []
         self.hidden: List[list] = []
+        self.maps: Dict[tuple, object] = {}
         self.skipped_samples: List[dict] = []
         self.done: set = set()
-        self.stats = {"forward": 0, "backward": 0, "cache_hits": 0, "forward_time_s": {}, "models": {}}
+        self.stats = {"forward": 0, "backward": 0, "cache_hits": 0, "forward_time_s": {}, "batch_sizes": {}}
+        self._fp_path = self.out / "run_config.json"
+        self._fp: dict = {}
+        self._fp_written = False
+        self.allowed_changes: List[str] = []
 
-    # ------------------------------------------------------------ persistence
-    def _load_previous(self, fingerprint: dict):
-        fp_path = self.out / "run_config.json"
-        if not self.rows_path.exists():
-            atomic_write_text(fp_path, json.dumps(fingerprint, indent=1, default=str))
+    # ------------------------------------------------------------ fingerprint and journal
+    def _fingerprint_config(self, plan: C.Plan) -> dict:
+        neutral = set(neutral_options())
+        top = {k: v for k, v in OmegaConf.to_container(self.cfg, resolve=True).items()
+               if k not in neutral and k not in C.GROUPS and k != "experiment"}
+        return {"options": top, "experiment": str(self.exp.get("name")),
+                "benchmarks": [[m.label, m.params, d.label, d.params] for m, d in plan.benchmarks],
+                "methods": [[c.label, c.name, c.params] for c in plan.methods],
+                "metrics": [[c.label, c.name, c.params] for c in plan.metrics]}
+
+    def _check_part(self, part: str, new, old) -> None:
+        """Refuse a resume whose ``part`` of the fingerprint differs (unless allowed)."""
+        if old is None:
+            return
+        diffs = FP.diff(old, new, part)
+        if not diffs:
+            return
+        if part in self.opts.allow_change:
+            self.allowed_changes += diffs
+            print(textwrap.fill(f"resume: accepting a change of {part} (allow_change): " + "; ".join(diffs[:5]),
+                                120, subsequent_indent="    "))
+            return
+        raise UserError(f"resume=true, but the {part} differs from the interrupted run in {self.out}:\n  "
+                        + "\n  ".join(diffs[:20]) + f"\nFinished results would mix two {part}s. Rerun with the "
+                        f"original {part}, start a new run folder (hydra.run.dir=...), or accept the difference "
+                        f"with allow_change=[{part}] (recorded in provenance.json)")
+
+    def _open_journal(self, plan: C.Plan):
+        """Fresh run: nothing yet (the fingerprint is written with the first record).  Resume: check the
+        fingerprint's config, code and versions, and read what is finished."""
+        for tmp in self.out.glob(".tmp-*"):  # left by a kill during an atomic write
+            tmp.unlink(missing_ok=True)
+        self._fp = {"format": JOURNAL_FORMAT, "config": self._fingerprint_config(plan), "code": FP.code(),
+                    "versions": FP.versions(), "weights": {}, "data": {}}
+        has_rows = self.rows_path.exists() and self.rows_path.stat().st_size > 0
+        if not has_rows:
+            self.rows_path.unlink(missing_ok=True)
             return
         if not self.opts.resume:
             raise UserError(f"{self.out} already holds results (rows.jsonl); pass resume=true to continue that run "
                             f"or choose another hydra.run.dir")
-        if fp_path.exists():
-            old = json.loads(fp_path.read_text())
-            diffs = _diff(json.loads(json.dumps(fingerprint, default=str)), old)
-            if diffs:
-                raise UserError("resume=true, but the configuration differs from the run in "
-                                f"{self.out} in what can change results:\n  " + "\n  ".join(diffs[:20]) +
-                                "\nRerun with the original values, or start a new run folder (hydra.run.dir=...)")
+        if not self._fp_path.exists():
+            raise UserError(f"resume=true, but {self.out} has no run_config.json, so nothing says which "
+                            f"configuration, code and data its results came from; start a new run folder")
+        old = json.loads(self._fp_path.read_text())
+        if old.get("format") != JOURNAL_FORMAT:
+            raise UserError(f"{self.out} was written by an older xaibench (journal format "
+                            f"{old.get('format', 1)}, now {JOURNAL_FORMAT}); start a new run folder")
+        for part in ("config", "code", "versions"):
+            self._check_part(part, self._fp[part], old.get(part))
+        self._fp["weights"], self._fp["data"] = dict(old.get("weights", {})), dict(old.get("data", {}))
+        self._old_fp = old
+        self._fp_written = True
         dropped = repair_jsonl(self.rows_path)
         if dropped:
             print(f"resume: dropped a record cut by the interruption ({dropped} bytes); it is recomputed")
@@ -130,10 +150,26 @@ class Runner:
                 if rec.get("kind") == "sample":
                     self.rows.extend(rec["rows"])
                     self.hidden.extend(rec.get("hidden", []))
+                    if rec.get("map"):
+                        self.maps[tuple(rec["map"]["key"])] = rec["map"]["data"]
                 elif rec.get("kind") == "skip_sample":
                     self.skipped_samples.append(rec["info"])
 
+    def _check_benchmark(self, model_label: str, adapter, bench: str, dataset):
+        """Weights and data of a benchmark against the interrupted run's (resume), then recorded."""
+        w, d = FP.weights_digest(adapter), dataset.fingerprint()
+        old = getattr(self, "_old_fp", {})
+        self._check_part("weights", {model_label: w}, {model_label: old.get("weights", {}).get(model_label, w)})
+        self._check_part("data", {bench: d}, {bench: old.get("data", {}).get(bench, d)})
+        self._fp["weights"][model_label], self._fp["data"][bench] = w, d
+        if self._fp_written:
+            atomic_write_text(self._fp_path, json.dumps(self._fp, indent=1, default=str))
+
     def _append(self, rec: dict):
+        if not self._fp_written:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self._fp_path, json.dumps(self._fp, indent=1, default=str))
+            self._fp_written = True
         with open(self.rows_path, "a") as f:
             f.write(json.dumps(rec, default=float) + "\n")
             f.flush()
@@ -142,40 +178,48 @@ class Runner:
     def run(self):
         with C.hydra_context():
             plan = C.plan(self.cfg, self.choices)
+        for c in plan.methods + plan.metrics + [m for m, _ in plan.benchmarks] + [d for _, d in plan.benchmarks]:
+            c.check()  # every value against its typed config, before anything loads
         self._seed_components(plan)
+        plan = self._sweep_scope(plan)
         self.plan = plan
         self.device = resolve_device(self.opts.device)
         self.out.mkdir(parents=True, exist_ok=True)
-        self._load_previous(_fingerprint(self.cfg, plan))
+        self._open_journal(plan)
         t_start = time.time()
         status = "complete"
         prov = provenance(OmegaConf.to_container(self.cfg, resolve=True), self.seed)
         prov.update(device=str(self.device), precision=self.opts.precision, choices=self.choices,
-                    shard=None if self.opts.shard is None else "/".join(map(str, self.opts.shard)), components=[])
+                    shard=self.opts.shard, components=[], sweep=self.sweep or None)
         try:
-            with stop_on_sigterm():
+            with stop_on_sigterm(), _warnings_through_tqdm():
                 for model_c, adapter, data_c, dataset in self._benchmarks():
                     prov["components"].append(self._run_benchmark(model_c, adapter, data_c, dataset))
         except KeyboardInterrupt:
             status = "interrupted"
-            print(f"\ninterrupted: {len(self.done)} finished results are saved in {self.rows_path}; continue with "
-                  f"resume=true hydra.run.dir={self.out}")
+            print(f"\ninterrupted: {len(self.done)} finished results are saved in {self.rows_path}; continue with:\n"
+                  f"  {resume_command(self.out, self.overrides, self.sweep)}")
         with deferred_signals() as got:
-            summary = self._finish(prov, status, t_start)
+            summary = self._finish(prov, status, t_start, got)
         if got and status == "complete":
             status = "interrupted"
         return summary, status
 
-    def _finish(self, prov, status, t_start):
+    def _finish(self, prov, status, t_start, got):
         from ..analysis.results import write_tables
 
-        rows = self.rows + aggregate_rows(self.hidden, str(self.exp.name), self.seed)
-        rows += self._skip_rows()
+        rows = self.rows + aggregate_rows(self.hidden, str(self.exp.name), self.seed) + self._skip_rows()
         summary = write_tables(rows, self.out, seed=self.seed, alpha=self.opts.alpha)
-        prov.update(status=status, wall_time_s=round(time.time() - t_start, 2),
-                    skipped_samples=self.skipped_samples, n_skipped_samples=len(self.skipped_samples),
-                    n_rows=len(rows), passes={k: self.stats[k] for k in ("forward", "backward", "cache_hits")},
-                    forward_time_s=self.stats["forward_time_s"])
+        if self.maps:
+            write_maps(((k, decode(v)) for k, v in self.maps.items()), self.out)
+        if got and status == "complete":
+            status = "interrupted"
+        fp = {k: (v if k != "code" else {kk: vv for kk, vv in v.items() if kk != "files"}) for k, v in self._fp.items()}
+        prov.update(status=status, wall_time_s=round(time.time() - t_start, 2), fingerprint=fp,
+                    allowed_changes=self.allowed_changes, skipped_samples=self.skipped_samples,
+                    n_skipped_samples=len(self.skipped_samples), n_rows=len(rows),
+                    passes={k: self.stats[k] for k in ("forward", "backward", "cache_hits")},
+                    forward_time_s=self.stats["forward_time_s"], batch_sizes=self.stats["batch_sizes"])
         atomic_write_text(self.out / "provenance.json", json.dumps(prov, indent=2, default=str))
         if self.exp.get("reference"):
             self._compare_reference(summary)
@@ -193,38 +237,26 @@ class Runner:
         return summary
 
     def _skip_rows(self) -> List[dict]:
-        """One ``n_skipped_samples`` row per benchmark with skipped samples (lower is better)."""
+        """One ``n_skipped_samples`` row per benchmark with skipped samples (descriptive)."""
         counts: Dict[tuple, int] = {}
         for s in self.skipped_samples:
             counts[(s["dataset"], s["model"])] = counts.get((s["dataset"], s["model"]), 0) + 1
         return [dict(experiment=str(self.exp.name), dataset=d, model=m, method="(all)", params="{}",
                      sample_id=AGGREGATE, metric="n_skipped_samples", value=float(n), higher_is_better=False,
-                     metric_params="{}", seed=self.seed, note=f"n={n}") for (d, m), n in counts.items()]
+                     metric_kind=DESCRIPTIVE, metric_params="{}", seed=self.seed, note=f"n={n}")
+                for (d, m), n in counts.items()]
 
     def _print(self, summary, status, prov):
-        try:
-            from ..analysis.table import format_table
+        import pandas as pd
 
-            import pandas as pd
+        from ..analysis.table import format_table, format_validity
 
-            vpath = self.out / "validity.csv"
-            validity = pd.read_csv(vpath) if vpath.exists() else None
-            text = format_table(summary, validity=validity)
-        except ImportError:
-            from ..analysis.results import format_summary
-
-            text, validity = format_summary(summary), None
+        vpath = self.out / "validity.csv"
+        validity = pd.read_csv(vpath) if vpath.exists() else None
         print(f"\n== {self.exp.name}: summary ({status}, {prov['wall_time_s']} s) ==")
-        print(text)
+        print(format_table(summary, validity=validity))
         if validity is not None and len(validity):
-            print("\nmetric validity (controls: gt > random, gt > inverted gt, constant not > random; validity.csv):")
-            from ..analysis.schema import COST_METRICS, DESCRIPTIVE_METRICS
-
-            for (d, m), g in validity.groupby(["dataset", "model"], sort=False):
-                g = g[~g.metric.isin(COST_METRICS + DESCRIPTIVE_METRICS)]  # not scores of the explanation
-                parts = [f"{v} {', '.join(g[g.verdict == v].metric)}" for v in ("valid", "invalid", "untestable")
-                         if (g.verdict == v).any()]
-                print(textwrap.fill(f"{m} on {d}: " + "; ".join(parts), 120, subsequent_indent="    "))
+            print("\n" + format_validity(validity))
         if self.skipped_samples:
             reasons: Dict[str, int] = {}
             for s in self.skipped_samples:
@@ -238,18 +270,13 @@ class Runner:
         print(f"results in {self.out}")
 
     def _compare_reference(self, summary):
-        import pandas as pd
-
-        from ..analysis.reference import compare, reference_path
-
-        table = compare(summary, reference_path(self.exp.reference))
+        from ..analysis.reference import compare, format_comparison, reference_path
         from ..io import atomic_to_csv
 
+        table = compare(summary, reference_path(self.exp.reference))
         atomic_to_csv(table, self.out / "reference_comparison.csv", index=False)
-        with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_colwidth", 30):
-            print("\n== against the published numbers ==")
-            print(table.drop(columns=[c for c in ("source", "note", "params", "verified") if c in table]).to_string(
-                index=False))
+        print("\n== against the published numbers ==")
+        print(format_comparison(table))
 
     def _seed_components(self, plan: C.Plan):
         """``seed`` seeds every seeded method and metric (SHAP, LIME, controls ...) unless set explicitly."""
@@ -257,6 +284,27 @@ class Runner:
             acc = c.accepted()
             if acc is not None and C.SEED_KEY in acc and c.params.get(C.SEED_KEY) is None:
                 c.params[C.SEED_KEY] = self.seed
+
+    def _sweep_scope(self, plan: C.Plan) -> C.Plan:
+        """A ``-m`` sweep over method parameters given as global overrides (``-m method.lambda=0,1,2``): the
+        first point runs every method, the others only the methods the swept parameters apply to -- the
+        others' results would be the same at every point (the merged sweep table takes them from the first)."""
+        keys = [k for k in self.sweep.get("keys", ()) if k.startswith("method.")]
+        if not keys or len(keys) != len(self.sweep.get("keys", ())) or self.choices.get("method") \
+                or int(self.sweep.get("job", 0)) == 0:
+            return plan
+        names = [k.split(".", 1)[1] for k in keys]
+        kept = []
+        for c in plan.methods:
+            cfg = c.config()
+            if cfg is not None and any(n in type(cfg).keys() and cfg.is_active(n) for n in names):
+                kept.append(c)
+        if not kept:
+            return plan
+        print(textwrap.fill(f"sweep point {self.sweep.get('job')}: runs only the methods that "
+                            f"{', '.join(keys)} applies to ({', '.join(c.label for c in kept)}); the other methods "
+                            f"ran in the sweep's first point", 120, subsequent_indent="    "))
+        return C.Plan(plan.benchmarks, kept, plan.metrics, plan.selected)
 
     # ------------------------------------------------------------- benchmark
     def _fits(self, adapter, dataset) -> Optional[str]:
@@ -300,8 +348,7 @@ class Runner:
                 else:
                     problems.append(problem)
             if not runs:
-                raise UserError(problems[0] if len(problems) == 1 else
-                                f"no dataset of the experiment fits model {model_c.label!r}: " + "; ".join(problems)
+                raise UserError(f"no dataset of the experiment fits model {model_c.label!r}: " + "; ".join(problems)
                                 + f". Choose one with dataset=NAME (valid: {', '.join(C.options('dataset'))})")
             for p in problems:
                 print(textwrap.fill(f"(skipping a dataset that does not fit {model_c.label}: {p})", 120,
@@ -309,61 +356,80 @@ class Runner:
             for data_c, dataset in runs:
                 yield model_c, adapter, data_c, dataset
 
+    def _preflight(self, adapter, dataset, arms: List[Arm], metrics: List[MetricRun]):
+        """Settings that cannot fit this model fail now, before any sample is explained."""
+        for obj in [a.method for a in arms] + [m.metric for m in metrics]:
+            fit = getattr(obj, "check_fit", None)
+            if fit is not None:
+                fit(adapter)
+
     def _run_benchmark(self, model_c: C.Component, adapter, data_c: C.Component, dataset) -> dict:
         mlabel, dlabel = model_c.label, data_c.label
-        methods = []
-        for c in self.plan.methods:
-            methods.append((c, c.create()))
-        metrics = [(c, c.create()) for c in self.plan.metrics]
         base = dict(experiment=str(self.exp.name), dataset=dlabel, model=mlabel, seed=self.seed)
-
-        runnable = []
-        for c, m in methods:
+        arms_all = [Arm(c, c.create()) for c in self.plan.methods]
+        metrics = [MetricRun(c, c.create()) for c in self.plan.metrics]
+        arms = []
+        for a in arms_all:
             reason = None
             try:
-                m.check(adapter)
+                a.method.check(adapter)
             except NotApplicable as e:
                 reason = str(e)
-            sample_needs = [r for r in getattr(m, "requires", ()) if not getattr(dataset, "has_" + r, False)]
-            if sample_needs:
-                reason = f"needs ground truth ({', '.join(sample_needs)}) that {dlabel} does not have"
+            needs = [r for r in getattr(a.method, "requires", ()) if not getattr(dataset, "has_" + r, False)]
+            if needs:
+                reason = f"needs ground truth ({', '.join(needs)}) that {dlabel} does not have"
             if reason:
-                self._skip_pair(base, c, m, reason)
+                self._skip_pair(base, a, reason)
             else:
-                runnable.append((c, m))
-        self.stats["forward_time_s"][mlabel] = self._forward_time(adapter, dataset)
+                arms.append(a)
+        self._preflight(adapter, dataset, arms, metrics)
+        self._check_benchmark(mlabel, adapter, f"{dlabel}|{mlabel}", dataset)
+
         indices = list(range(len(dataset)))
-        if self.opts.shard is not None:
-            i, n = self.opts.shard
+        if self.opts.shard_pair is not None:
+            i, n = self.opts.shard_pair
             indices = indices[i::n]
-        pending = [i for i in indices if not all((dlabel, mlabel, c.label, "i", i) in self.done for c, _ in runnable)
-                   and ("skip", dlabel, mlabel, i) not in self.done]
-        loader = torch.utils.data.DataLoader(_Guarded(dataset, pending), batch_size=self.opts.explain_batch_size,
-                                             num_workers=self.opts.workers, collate_fn=_collate, shuffle=False)
-        groups = self._groups(runnable, adapter)
-        warmed = not self.opts.warmup
-        arms = max(1, len(runnable))
-        done_units = sum(1 for i in indices for c, _ in runnable if (dlabel, mlabel, c.label, "i", i) in self.done)
-        # one unit per (sample, method): SHAP / LIME move the bar sample by sample inside a batch
-        self._bar = bar = tqdm(total=len(indices) * arms, initial=done_units, desc=f"{mlabel} on {dlabel}",
-                               unit="expl", smoothing=0.1)
+        ids = [dataset.sample_id(i) for i in indices]
+        pending = [(i, sid) for i, sid in zip(indices, ids)
+                   if not all((dlabel, mlabel, a.label, sid) in self.done for a in arms)
+                   and ("skip", dlabel, mlabel, sid) not in self.done]
+        batch = R.model_batch(adapter, self.opts.batch_size, self.device)
+        n_explain, note = R.explain_batch(adapter, self.opts.explain_batch_size, self.device, len(pending))
+        chunk = min(n_explain, R.trace_chunk(adapter, self.device))
+        if note:
+            print(note)
+        self.stats["batch_sizes"][f"{dlabel}|{mlabel}"] = {"model": batch, "explain": n_explain, "trace": chunk}
+        self.stats["forward_time_s"][mlabel] = self._forward_time(adapter)
+
+        weights = self._weights(adapter, arms, metrics, batch)
+        total = len(indices) * sum(weights.values())
+        done_w = sum(weights[a.label] for sid in ids for a in arms if (dlabel, mlabel, a.label, sid) in self.done)
+        bar = tqdm(total=max(total, 1e-9), initial=done_w, desc=f"{mlabel} on {dlabel}", unit="pass",
+                   smoothing=0.05, bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}{postfix}]")
+        self._bar, self._bar_weights = bar, weights
+        progress = self._progress(bar)
+        explainer = Explainer(adapter, arms, max_trace=chunk, progress=progress)
+        services = Services(reexplain=lambda item, ad, arms=arms: self._reexplain(arms, item, ad),
+                            randomised=lambda k, seed, ad=adapter: self._randomised(ad, k, seed))
+        evaluator = Evaluator(adapter, metrics, batch, services, seed=self.seed, progress=progress)
         before = dict(adapter.passes)
+        warmed = not self.opts.warmup
+        loader = Loader(dataset, [i for i, _ in pending], [s for _, s in pending], n_explain, self.opts.workers,
+                        self.device)
         try:
-            for batch in loader:
-                samples = []
-                for i, sample, reason in batch:
-                    if sample is None:
-                        self._skip_sample(dlabel, mlabel, i, reason)
-                        bar.update(arms)
-                    else:
-                        samples.append((i, sample))
-                if samples:
-                    if not warmed:
-                        self._warmup(adapter, groups, samples[0][1])
-                        warmed = True
-                    self._run_batch(base, adapter, groups, metrics, samples)
-                bar.set_postfix(skipped=sum(1 for s in self.skipped_samples
-                                            if s["dataset"] == dlabel and s["model"] == mlabel))
+            for sb in loader:
+                for i, sid, reason in sb.skipped:
+                    self._skip_sample(dlabel, mlabel, sid, reason)
+                    bar.update(sum(weights.values()))
+                if not sb.samples:
+                    continue
+                samples = [to_device(s, self.device) for _, s in sb.samples]
+                if not warmed:
+                    explainer.warmup(samples[0], 0)
+                    warmed = True
+                self._run_batch(base, adapter, explainer, evaluator, metrics, samples,
+                                [i for i, _ in sb.samples], batch)
+                bar.set_postfix_str(f"skipped {sum(1 for s in self.skipped_samples if s['dataset'] == dlabel and s['model'] == mlabel)}")
         finally:
             bar.close()
             self.stats["forward"] += adapter.passes["forward"] - before["forward"]
@@ -371,104 +437,153 @@ class Runner:
             if adapter.cache is not None:
                 self.stats["cache_hits"] += adapter.cache.hits
                 adapter.cache.hits = 0
-        return {"model": mlabel, "model_params": model_c.params, "adapter": adapter.describe(), "dataset": dlabel,
+        describe = getattr(adapter, "describe", lambda: {})
+        return {"model": mlabel, "model_params": model_c.params, "adapter": describe(), "dataset": dlabel,
                 "dataset_params": data_c.params, "dataset_info": dataset.describe(),
-                "methods": {c.label: m.params() for c, m in methods},
-                "metrics": {c.label: m.params() for c, m in metrics}}
+                "methods": {a.label: a.method.params() for a in arms_all},
+                "metrics": {m.comp.label: m.metric.params() for m in metrics},
+                "batch_sizes": self.stats["batch_sizes"][f"{dlabel}|{mlabel}"]}
 
-    def _forward_time(self, adapter, dataset) -> float:
-        """Seconds of one single-sample forward pass (median of 3, after a warm-up), for cost ratios."""
-        x = torch.zeros(1, *adapter.input_shape)
-        with adapter.counting():
-            adapter.predict(x)
-            ts = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                adapter.predict(x)
-                if adapter.device.type == "cuda":
-                    torch.cuda.synchronize(adapter.device)
-                ts.append(time.perf_counter() - t0)
-        adapter.passes["forward"] -= 4  # not part of the experiment
-        return float(np.median(ts))
-
-    def _skip_pair(self, base, c, method, reason):
-        """Record once that ``method`` does not apply to this model, with the reason."""
-        key = ("skip", base["dataset"], base["model"], c.label)
-        if key not in self.done:
-            row = dict(base, method=c.label, params=json.dumps(method.params(), sort_keys=True, default=str),
-                       sample_id="", metric="skipped", value=float("nan"), note=reason)
-            self.rows.append(row)
-            self._append({"kind": "sample", "key": list(key), "rows": [row]})
-            self.done.add(key)
-        print(textwrap.fill(f"skipping {c.label} on {base['model']}: {reason}", 120, subsequent_indent="    "))
-
-    def _skip_sample(self, dlabel, mlabel, i, reason):
-        key = ("skip", dlabel, mlabel, i)
-        if key in self.done:
-            return
-        info = {"dataset": dlabel, "model": mlabel, "index": i, "reason": reason}
-        self.skipped_samples.append(info)
-        self._append({"kind": "skip_sample", "key": list(key), "info": info})
-        self.done.add(key)
-
-    # ------------------------------------------------------------- methods
+    # --------------------------------------------------------------- progress
     @staticmethod
-    def _groups(runnable, adapter):
-        """Arms sharing one trace: trace-based arms of the same method; every other arm on its own."""
-        groups: Dict[str, list] = {}
-        out = []
-        for c, m in runnable:
-            if m.batchable and m.trace_request(adapter) is not None:
-                groups.setdefault(c.name, []).append((c, m))
-            else:
-                out.append([(c, m)])
-        return list(groups.values()) + out
+    def _weights(adapter, arms, metrics, batch) -> Dict[str, float]:
+        """Expected model passes of each arm per sample (its explanation and its metrics): the unit of the
+        progress bar, so that SHAP's 256 passes weigh 256 times an attention map."""
+        def expected(obj):
+            fn = getattr(obj, "expected_passes", None)
+            try:
+                return float(fn(adapter)) if fn is not None else 1.0
+            except Exception:
+                return 1.0
 
-    def _warmup(self, adapter, groups, sample):
-        """One untimed explanation per trace-based group (first-call overheads kept out of the timings)."""
-        with adapter.counting() as n:
-            for g in groups:
-                c, m = g[0]
-                if m.batchable:
-                    try:
-                        self._explain_group(adapter, g, [sample], [0])
-                    except (NotApplicable, UserError):
-                        pass
-        for k in n:  # not part of the experiment
-            adapter.passes[k] -= n[k]
+        per_metric = sum(expected(m.metric) for m in metrics)
+        return {a.label: max(0.1, expected(a.method)) + per_metric for a in arms}
+
+    @staticmethod
+    def _progress(bar):
+        """Sub-progress of long explanations (SHAP / LIME coalitions) in the bar's postfix; the bar itself
+        moves by an arm's weight when its results are recorded (:meth:`_record`)."""
+        def cb(what, k):
+            kind, label = what
+            if kind == "sub":
+                bar.set_postfix_str(f"{label}: {k} passes", refresh=True)
+        return cb
+
+    # --------------------------------------------------------------- a batch
+    def _run_batch(self, base, adapter, explainer, evaluator, metrics, samples, positions, batch):
+        dlabel, mlabel = base["dataset"], base["model"]
+        xs = torch.stack([s.x for s in samples])
+        logits = adapter.predict(xs, batch_size=batch)
+        preds = logits.argmax(-1).tolist()
+        targets = [int(s.label) if self.opts.target == "label" and s.label is not None else int(p)
+                   for s, p in zip(samples, preds)]
+        results, order = {}, []
+        for group in list(explainer.groups):
+            todo = [k for k, s in enumerate(samples)
+                    if not all((dlabel, mlabel, a.label, s.sample_id) in self.done for a in group)]
+            if not todo:
+                continue
+            try:
+                got = explainer.explain(group, [samples[k] for k in todo], [targets[k] for k in todo])
+            except NotApplicable as e:  # found out only once the method looked at the model
+                for a in group:
+                    self._skip_pair(base, a, str(e))
+                explainer.drop(group)
+                continue
+            for a in group:
+                ex = got[a.label]
+                for j, k in enumerate(todo):
+                    if (dlabel, mlabel, a.label, samples[k].sample_id) not in self.done:
+                        results[(a.label, k)] = (a, j, ex)
+                        order.append((a.label, k))
+        if not order:
+            return
+        items = []
+        for label, k in order:
+            a, j, ex = results[(label, k)]
+            s = samples[k]
+            items.append(EvalItem(sample=s, method=label, explanation=ex.explanations[j], target=targets[k],
+                                  logits=logits[k], rng=None, shared_seed=(self.seed, _h(s.sample_id))))
+        evaluated = evaluator.evaluate(items)
+        n_items = {m.comp.label: max(1, len(evaluated[m.comp.label].values)) for m in metrics}
+        for pos, (label, k) in enumerate(order):
+            a, j, ex = results[(label, k)]
+            s = samples[k]
+            eval_s = sum(evaluated[m.comp.label].seconds / n_items[m.comp.label] for m in metrics
+                         if pos in evaluated[m.comp.label].values)
+            eval_fw = sum(evaluated[m.comp.label].forward / n_items[m.comp.label] for m in metrics
+                          if pos in evaluated[m.comp.label].values)
+            cost = {"explain_time_s": ex.seconds[j], "n_forward": ex.forward[j], "n_backward": ex.backward[j],
+                    "explain_peak_mem_mb": ex.peak_mb[j], "eval_time_s": eval_s, "eval_n_forward": eval_fw}
+            per_metric = {m.comp.label: evaluated[m.comp.label].values.get(pos) for m in metrics}
+            self._record(base, a, s, positions[k], ex.explanations[j], logits[k], targets[k], preds[k], metrics,
+                         per_metric, cost)
         if adapter.cache is not None:
             adapter.cache.clear()
 
-    def _explain_group(self, adapter, group, samples, targets):
-        """{label: ([explanations], seconds per sample, forward, backward per sample)} for one group."""
-        B = len(samples)
-        c0, m0 = group[0]
-        out = {}
-        if m0.batchable and m0.trace_request(adapter) is not None:
-            req = merge_requests(m.trace_request(adapter) for _, m in group)
-            xs = torch.stack([s.x for s in samples]).to(adapter.device)
-            with adapter.counting() as n, measure() as t:
-                trace = adapter.trace(xs, target=targets, **trace_kwargs(req))
-                self._sync(adapter)
-            for c, m in group:
-                with measure() as tm:
-                    expl = m.explain_trace(adapter, trace)
-                    self._sync(adapter)
-                out[c.label] = (expl, (t.seconds + tm.seconds) / B, max(t.peak_mb, tm.peak_mb),
-                                n["forward"] / B, n["backward"] / B)
-            return out
-        c, m = group[0]
-        expls, secs, mem, fw, bw = [], [], [], [], []
-        for s, tgt in zip(samples, targets):
-            with adapter.counting() as n, measure() as t:
-                expls.append(m.explain_sample(adapter, s, int(tgt)))
-                self._sync(adapter)
-            secs.append(t.seconds)
-            mem.append(t.peak_mb)
-            fw.append(n["forward"])
-            bw.append(n["backward"])
-        out[c.label] = (expls, secs, mem, fw, bw)
-        return out
+    def _record(self, base, arm, sample, position, expl, logits, target, pred, metrics, per_metric, cost):
+        dlabel, mlabel = base["dataset"], base["model"]
+        params = json.dumps(arm.method.params(), sort_keys=True, default=str)
+        mver = str(getattr(arm.method, "version", "1"))
+        common = dict(base, method=arm.label, params=params, sample_id=sample.sample_id, label=sample.label,
+                      target=target, correct=None if sample.label is None else bool(pred == sample.label),
+                      method_version=mver)
+        rows, hidden = [], []
+        for m in metrics:
+            values = per_metric.get(m.comp.label)
+            if values is None:
+                continue
+            metric = m.metric
+            mp = json.dumps(metric.params(), sort_keys=True, default=str)
+            for name, value in values.items():
+                if name.startswith("_"):
+                    continue
+                out = metric.outputs.get(name)
+                if not isinstance(out, Output):
+                    raise RuntimeError(f"metric {m.comp.label} returned {name!r}, which its outputs do not declare")
+                rows.append(dict(common, metric=name, value=float(value), metric_params=mp,
+                                 metric_version=str(getattr(metric, "version", "1")), **out.row_fields()))
+            declared = declared_reductions({k: v for k, v in metric.outputs.items() if isinstance(v, Output)})
+            if declared:
+                hidden.append([[dlabel, mlabel, arm.label, m.comp.label, params, mp, m.comp.name],
+                               hidden_state(values), declared])
+        for name, value in cost.items():
+            rows.append(dict(common, metric=name, value=float(value), higher_is_better=False, metric_kind=COST,
+                             metric_params="{}", metric_version="harness"))
+        key = (dlabel, mlabel, arm.label, sample.sample_id)
+        map_key = (dlabel, mlabel, arm.label, params, sample.sample_id)
+        enc = encode(expl.token_map)
+        self.rows.extend(rows)
+        self.hidden.extend(hidden)
+        self.maps[map_key] = enc
+        self._append({"kind": "sample", "key": list(key), "index": position, "rows": rows, "hidden": hidden,
+                      "map": {"key": list(map_key), "data": enc}})
+        self.done.add(key)
+        self._bar.update(self._bar_weight(arm))
+        self._save(base, arm, sample, position, expl, target)
+
+    def _bar_weight(self, arm) -> float:
+        w = getattr(self, "_bar_weights", None)
+        return 1.0 if w is None else w.get(arm.label, 1.0)
+
+    def _save(self, base, arm, sample, index, expl, target):
+        if index < self.opts.save_figures:
+            from ..analysis.figures import save_figure
+
+            name = "__".join(safe_name(v, 60) for v in (base["dataset"], base["model"], arm.label, sample.sample_id))
+            save_figure(self.out / "figures" / f"{name}.png", _cpu(sample), expl.cpu(),
+                        title=f"{base['model']} / {arm.label} / {sample.sample_id} (target {target})")
+        if index < self.opts.gallery:
+            from ..analysis.gallery import Gallery
+
+            if not hasattr(self, "_gallery"):
+                self._gallery = Gallery(self.out / "gallery.h5", self.opts.gallery)
+            self._gallery.add(base["dataset"], base["model"], _cpu(sample), arm.label, expl.cpu())
+
+    # --------------------------------------------------------------- services
+    def _reexplain(self, arms, item, adapter):
+        by = {a.label: a for a in arms}
+        return by[item.method].method.explain_sample(adapter, item.sample, int(item.target))
 
     def _randomised(self, adapter, k: int, seed: int):
         """Copies with the head and top k blocks re-initialised, made once per run (mprt metric)."""
@@ -478,106 +593,83 @@ class Runner:
             cache[key] = adapter.randomised(k, seed)
         return cache[key]
 
-    @staticmethod
-    def _sync(adapter):
-        if adapter.device.type == "cuda":
-            torch.cuda.synchronize(adapter.device)
+    def _forward_time(self, adapter) -> float:
+        """Seconds of one single-sample forward pass (median of 3, after a warm-up), for cost ratios."""
+        import numpy as np
 
-    def _run_batch(self, base, adapter, groups, metrics, samples):
-        dlabel, mlabel = base["dataset"], base["model"]
-        xs = torch.stack([s.x for _, s in samples])
-        logits = adapter.predict(xs, batch_size=self.opts.batch_size)
-        preds = logits.argmax(-1).tolist()
-        targets = []
-        for (_, s), p in zip(samples, preds):
-            targets.append(int(s.label) if self.opts.target == "label" and s.label is not None else int(p))
-        for group in groups:
-            todo = [k for k, (i, s) in enumerate(samples)
-                    if not all((dlabel, mlabel, c.label, "i", i) in self.done for c, _ in group)]
-            if not todo:
-                continue
-            sub = [samples[k][1] for k in todo]
-            try:
-                results = self._explain_group(adapter, group, sub, [targets[k] for k in todo])
-            except NotApplicable as e:  # found out only once the method looked at the model
-                for c, m in group:
-                    self._skip_pair(base, c, m, str(e))
-                groups.remove(group)
-                continue
-            for c, m in group:
-                expls, secs, mem, fw, bw = results[c.label]
-                for j, k in enumerate(todo):
-                    i, s = samples[k]
-                    key = (dlabel, mlabel, c.label, "i", i)
-                    if key in self.done:
-                        continue
-                    pick = (lambda v: v[j] if isinstance(v, list) else v)
-                    explain = {"explain_s": pick(secs), "explain_peak_mb": pick(mem), "forward": pick(fw),
-                               "backward": pick(bw)}
-                    rows, hidden = self._evaluate(base, c, m, metrics, adapter, s, expls[j], logits[k], targets[k],
-                                                  preds[k], explain)
-                    self.rows.extend(rows)
-                    self.hidden.extend(hidden)
-                    self._append({"kind": "sample", "key": list(key), "index": i, "rows": rows, "hidden": hidden})
-                    self.done.add(key)
-                    self._bar.update(1)
-                    self._save(base, c, s, i, expls[j], targets[k])
-        if adapter.cache is not None:
-            adapter.cache.clear()
-
-    def _save(self, base, c, sample, index, expl, target):
-        if index < self.opts.save_figures:
-            from ..analysis.figures import save_figure
-
-            name = "__".join(safe_name(v, 60) for v in (base["dataset"], base["model"], c.label, sample.sample_id))
-            save_figure(self.out / "figures" / f"{name}.png", sample, expl.cpu(),
-                        title=f"{base['model']} / {c.label} / {sample.sample_id} (target {target})")
-        if index < self.opts.gallery:
-            from ..analysis.gallery import Gallery
-
-            if not hasattr(self, "_gallery"):
-                self._gallery = Gallery(self.out / "gallery.h5", self.opts.gallery)
-            self._gallery.add(base["dataset"], base["model"], sample, c.label, expl.cpu())
-
-    # ------------------------------------------------------------- metrics
-    def _evaluate(self, base, comp, method, metrics, adapter, sample, expl, logits, target, pred, explain):
-        """Every metric on one explanation.  The cost metric runs last and sees the other metrics'
-        summed evaluation time and forward passes."""
-        rows, hidden = [], []
-        timing = {"explain_s": explain["explain_s"], "explain_peak_mb": explain["explain_peak_mb"], "eval_s": 0.0}
-        counters = {"explain_forward": explain["forward"], "explain_backward": explain["backward"],
-                    "eval_forward": 0}
-        metrics = sorted(metrics, key=lambda cm: isinstance(cm[1], Cost))
-        params = json.dumps(method.params(), sort_keys=True, default=str)
-        common = dict(base, method=comp.label, params=params, sample_id=sample.sample_id, label=sample.label,
-                      target=target, correct=None if sample.label is None else bool(pred == sample.label))
-        dev = adapter.device
-        for mc, metric in metrics:
-            if any(getattr(sample, r, None) is None for r in metric.requires):
-                continue
-            rng = np.random.default_rng([self.seed, _h(sample.sample_id), _h(comp.label), _h(mc.label)])
-            ctx = EvalContext(adapter=adapter, x=sample.x.to(dev), target=target, explanation=expl, logits=logits,
-                              rng=rng, batch_size=self.opts.batch_size, label=sample.label,
-                              mask=None if sample.mask is None else sample.mask.to(dev),
-                              frames=None if sample.frames is None else sample.frames.to(dev), timing=timing,
-                              counters=counters, shared_seed=(self.seed, _h(sample.sample_id)),
-                              reexplain=lambda ad, s=sample, t=target: method.explain_sample(ad, s, t),
-                              randomised=lambda k, seed, ad=adapter: self._randomised(ad, k, seed))
-            with adapter.counting() as n:
+        x = torch.zeros(1, *adapter.input_shape)
+        with adapter.counting() as n:
+            adapter.predict(x)
+            ts = []
+            for _ in range(3):
                 t0 = time.perf_counter()
-                values = metric.compute(ctx)
-                self._sync(adapter)
-                dt = time.perf_counter() - t0
-            if not isinstance(metric, Cost):
-                timing["eval_s"] += dt
-                counters["eval_forward"] += n["forward"]
-            mp = json.dumps(metric.params(), sort_keys=True, default=str)
-            for name, value in values.items():
-                if name.startswith("_"):
-                    continue
-                rows.append(dict(common, metric=name, value=float(value),
-                                 higher_is_better=bool(metric.outputs.get(name, True)), metric_params=mp))
-            if hasattr(metric, "reduce"):
-                hv = {k: v for k, v in values.items() if k.startswith("_")}
-                hidden.append([[base["dataset"], base["model"], comp.label, mc.label, params, mp, mc.name], hv])
-        return rows, hidden
+                adapter.predict(x)
+                if adapter.device.type == "cuda":
+                    torch.cuda.synchronize(adapter.device)
+                ts.append(time.perf_counter() - t0)
+        for k in n:  # not part of the experiment
+            adapter.passes[k] -= n[k]
+        return float(np.median(ts))
+
+    # --------------------------------------------------------------- skips
+    def _skip_pair(self, base, arm, reason):
+        """Record once that a method does not apply to this model, with the reason."""
+        key = ("skip", base["dataset"], base["model"], arm.label)
+        if key not in self.done:
+            row = dict(base, method=arm.label, params=json.dumps(arm.method.params(), sort_keys=True, default=str),
+                       sample_id="", metric="skipped", value=float("nan"), note=reason)
+            self.rows.append(row)
+            self._append({"kind": "sample", "key": list(key), "rows": [row]})
+            self.done.add(key)
+        print(textwrap.fill(f"skipping {arm.label} on {base['model']}: {reason}", 120, subsequent_indent="    "))
+
+    def _skip_sample(self, dlabel, mlabel, sample_id, reason):
+        key = ("skip", dlabel, mlabel, sample_id)
+        if key in self.done:
+            return
+        info = {"dataset": dlabel, "model": mlabel, "sample_id": sample_id, "reason": reason}
+        self.skipped_samples.append(info)
+        self._append({"kind": "skip_sample", "key": list(key), "info": info})
+        self.done.add(key)
+
+
+def _cpu(sample):
+    import dataclasses
+
+    mv = (lambda t: None if t is None else t.detach().cpu())
+    return dataclasses.replace(sample, x=mv(sample.x), mask=mv(sample.mask), frames=mv(sample.frames))
+
+
+def resume_command(out: Path, overrides: List[str] = (), sweep: Optional[dict] = None) -> str:
+    """The command that continues the run in ``out``, as typed in a POSIX shell: the run's own overrides
+    (each quoted), ``resume=true`` and its folder; for a point of a sweep, the whole sweep's command (its
+    points are continued in their own folders)."""
+    import shlex
+
+    def keep(o):
+        k = o.lstrip("+~").split("=", 1)[0]
+        return k not in ("resume", "hydra.run.dir", "hydra.sweep.dir")
+
+    if sweep and sweep.get("command"):
+        args = ["-m"] + [o for o in sweep["command"] if keep(o) and o not in ("-m", "--multirun")]
+        args += ["resume=true", f"hydra.sweep.dir={sweep.get('dir', out.parent)}"]
+    else:
+        args = [o for o in overrides if keep(o)] + ["resume=true", f"hydra.run.dir={out}"]
+    return "xaibench " + " ".join(shlex.quote(a) for a in args)
+
+
+class _warnings_through_tqdm:
+    """Warnings during a run print as one line through the progress bar's writer (no source line)."""
+
+    def __enter__(self):
+        self._old = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            tqdm.write(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}")
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        warnings.showwarning = self._old
+        return False
