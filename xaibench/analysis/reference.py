@@ -93,3 +93,10 @@ def compare(summary_df: pd.DataFrame, reference_csv: Union[str, Path, pd.DataFra
     table = table.assign(_o=table["status"].map(order)).sort_values(
         ["_o", "model", "method", "metric"], kind="stable").drop(columns="_o")
     return table[cols].reset_index(drop=True)
+
+
+def format_comparison(table: pd.DataFrame, width: int = 120) -> str:
+    """The comparison as the terminal shows it (the verification notes and the parameters stay in the CSV)."""
+    shown = table.drop(columns=[c for c in ("source", "note", "params", "verified") if c in table])
+    with pd.option_context("display.width", width, "display.max_columns", 20, "display.max_colwidth", 30):
+        return shown.to_string(index=False)
