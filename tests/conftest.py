@@ -15,7 +15,6 @@
 
 import atexit
 import dataclasses
-import inspect
 import os
 import shutil
 import tempfile
@@ -49,17 +48,16 @@ def shipped_model_names():
 
 
 def small_component(name: str):
-    """``component('model', name)`` with the sizes of :data:`SMALL` where its builder accepts them."""
+    """``component('model', name)`` with the sizes of :data:`SMALL` where its typed config has the parameter."""
     comp = component("model", name)
-    builder = models.BUILDERS.get(comp.name)
-    if builder is None:  # not a random-init builder: leave the config as it is
+    if comp.name not in models.FAMILIES:  # not a random-init family: leave the config as it is
         return comp
-    sig = inspect.signature(builder[0]).parameters
+    specs = {s.key: s for s in models.MODELS.config(comp.name).specs()}
     params = dict(comp.params)
     for key, small in SMALL.items():
-        if key not in sig:
+        if key not in specs:
             continue
-        current = params.get(key, sig[key].default)
+        current = params.get(key, specs[key].default)
         if not isinstance(current, int):
             continue
         value = min(small, current)
@@ -68,8 +66,8 @@ def small_component(name: str):
             if value < 2 * tubelet:
                 continue
         params[key] = value
-    if "embed_dim" in params and "num_heads" in sig:  # Swin: heads per stage must divide the (smaller) width
-        depths = params.get("depths", sig["depths"].default if "depths" in sig else (2, 2))
+    if "embed_dim" in params and "num_heads" in specs:  # Swin: heads per stage must divide the (smaller) width
+        depths = params.get("depths", specs["depths"].default if "depths" in specs else (2, 2))
         params["num_heads"] = (2,) * len(depths)
     return dataclasses.replace(comp, params=params)
 

@@ -235,27 +235,40 @@ def test_passes_are_counted_by_the_adapter(tiny_models):
     assert n == {"forward": 4, "backward": 3}
 
 
-def test_low_precision_trace_returns_float32(tiny_models):
-    """precision=bf16 runs the model under autocast (the numbers change) and still returns float32 records,
-    close to the fp32 ones: bf16 keeps 8 significant bits, so after a few layers the logits move by well under
-    10 % of their scale and the probabilities by well under 2^-6 (measured: 1 % and 2^-10)."""
+def test_low_precision_runs_forward_passes_on_a_copy_and_gradients_in_fp32(tiny_models):
+    """precision=bf16: predictions and traces without gradients run a bf16 copy of the weights (the numbers
+    change; everything returned is float32, close to fp32: bf16 keeps 8 significant bits, so after a few layers
+    the logits move by well under 10 % of their scale and the probabilities by well under 2^-6); traces with
+    gradients run the float32 weights, exactly as with fp32.  The float32 weights are never changed."""
     a = tiny_models["hf_vit_tiny"]
-    x = seeded((1, *a.input_shape), 8)
-    ref = a.trace(x, attentions=True)
+    x = seeded((2, *a.input_shape), 8)
+    ref = a.trace(x, attentions=True, grads=True, ln_stats=True, capture=[a.gradcam_layer])
+    ref_pred = a.predict(x)
+    digest = a.weights_digest()
     try:
         a.to(precision="bf16")
-        tr = a.trace(x, attentions=True, grads=True, ln_stats=True, capture=[a.gradcam_layer])
-        assert tr.logits.dtype == torch.float32 and tr.activations[a.gradcam_layer].dtype == torch.float32
-        for r in tr.attentions:
-            assert r.probs.dtype == r.grad.dtype == r.ln_std.dtype == torch.float32
-        diff = (tr.logits - ref.logits).abs().max()
-        assert 0 < diff <= 0.1 * ref.logits.abs().max()
-        for r, q in zip(tr.attentions, ref.attentions):
+        pred = a.predict(x)
+        fwd = a.trace(x, attentions=True, ln_stats=True, capture=[a.gradcam_layer])
+        grad = a.trace(x, attentions=True, grads=True, ln_stats=True, capture=[a.gradcam_layer])
+        assert pred.dtype == fwd.logits.dtype == fwd.activations[a.gradcam_layer].dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in a.model.parameters())
+        assert all(p.dtype == torch.bfloat16 for p in a._lowp.parameters())
+        for logits in (pred, fwd.logits):
+            diff = (logits - ref_pred).abs().max()
+            assert 0 < diff <= 0.1 * ref_pred.abs().max()
+        for r, q in zip(fwd.attentions, ref.attentions):
+            assert r.probs.dtype == r.ln_std.dtype == torch.float32
             torch.testing.assert_close(r.probs, q.probs, atol=2 ** -6, rtol=0)
+        torch.testing.assert_close(grad.logits, ref.logits, atol=0, rtol=0)
+        for r, q in zip(grad.attentions, ref.attentions):
+            torch.testing.assert_close(r.probs, q.probs, atol=0, rtol=0)
+            torch.testing.assert_close(r.grad, q.grad, atol=0, rtol=0)
+        torch.testing.assert_close(grad.activation_grads[a.gradcam_layer], ref.activation_grads[a.gradcam_layer],
+                                   atol=0, rtol=0)
     finally:
         a.to(precision="fp32")
-    assert a.precision == "fp32"
-    torch.testing.assert_close(a.trace(x).logits, ref.logits)
+    assert a.precision == "fp32" and a._lowp is None and a.weights_digest() == digest
+    torch.testing.assert_close(a.predict(x), ref_pred, atol=0, rtol=0)
 
 
 def test_timesformer_reshape_tokens_undoes_the_hf_token_order(tiny_models):

@@ -16,7 +16,6 @@ import torch
 
 from xaibench import datasets, models
 from xaibench.errors import UserError
-from xaibench.models.hf_video import build_hf_videomae, build_hf_vivit
 
 VIDEO = ("hf_videomae", "hf_vivit")
 
@@ -63,10 +62,11 @@ def test_readout_is_what_the_classifier_reads():
 
 
 def test_videomae_without_mean_pooling_is_refused():
-    from xaibench.models.hf_video import HFVideoMAEAdapter
+    from xaibench.models.hf_videomae import HFVideoMAEAdapter
 
     torch.manual_seed(0)
-    m = build_hf_videomae(image_size=32, num_frames=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    m = models.raw_model("hf_videomae", image_size=32, num_frames=4, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2)
     m.config.use_mean_pooling = False
     with pytest.raises(UserError, match="use_mean_pooling"):
         HFVideoMAEAdapter(m)
@@ -173,9 +173,8 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 def tiny_hf(kind):
     torch.manual_seed(4)
-    build = build_hf_videomae if kind == "videomae" else build_hf_vivit
-    m = build(num_labels=5, image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=2,
-              num_attention_heads=2)
+    m = models.raw_model(f"hf_{kind}", num_labels=5, image_size=32, patch_size=8, num_frames=4, hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=2)
     m.config._attn_implementation = "sdpa"  # saved without "eager": loading must force it
     return m
 

@@ -10,8 +10,7 @@ from safetensors.torch import save_file
 from xaibench import models
 from xaibench.errors import UserError
 from xaibench.models.base import TokenLayout
-from xaibench.models.hf import build_hf_swin, build_hf_timesformer, build_hf_vit
-from xaibench.models.pretrained import KNOWN_HF, KNOWN_TIMM
+from xaibench.models.pretrained import PRETRAINED
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -23,20 +22,20 @@ def _offline(no_network):
 
 def tiny_timesformer(num_labels=5, **kw):
     torch.manual_seed(0)
-    return build_hf_timesformer(num_labels=num_labels, image_size=32, patch_size=8, num_frames=4, hidden_size=32,
-                                num_hidden_layers=2, num_attention_heads=2, **kw)
+    return models.raw_model("hf_timesformer", num_labels=num_labels, image_size=32, patch_size=8, num_frames=4,
+                            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, **kw)
 
 
 def tiny_vit(**kw):
     torch.manual_seed(1)
-    return build_hf_vit(num_labels=5, image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, **kw)
+    return models.raw_model("hf_vit", num_labels=5, image_size=32, patch_size=8, hidden_size=32,
+                            num_hidden_layers=2, num_attention_heads=2, **kw)
 
 
 def tiny_swin():
     torch.manual_seed(2)
-    return build_hf_swin(num_labels=5, image_size=32, patch_size=4, embed_dim=24, depths=(2, 2), num_heads=(2, 4),
-                         window_size=4)
+    return models.raw_model("hf_swin", num_labels=5, image_size=32, patch_size=4, embed_dim=24, depths=(2, 2),
+                            num_heads=(2, 4), window_size=4)
 
 
 def same_logits(adapter, model, video: bool):
@@ -66,7 +65,8 @@ def fake_hub_cache(cache, repo_id, model, extra=None):
 
 def test_all_names_are_registered():
     avail = models.available()
-    for n in list(KNOWN_HF) + list(KNOWN_TIMM) + ["hf_pretrained", "timm_pretrained"]:
+    assert len(PRETRAINED) >= 9
+    for n in list(PRETRAINED) + ["hf_pretrained", "timm_pretrained"]:
         assert n in avail
 
 

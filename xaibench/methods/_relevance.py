@@ -36,11 +36,15 @@ CLS entries ``A_t[0, 1+q] dy/dA_t[0, 1+q]`` with no 1/T (``cls_rows="sum"``).
 
 Readout (``layout.readout``)
 ---------------------------
-The row vector ``v0`` that selects what the classifier reads: ``cls`` -> the
-one-hot of token 0; ``prefix_mean`` -> 1/prefix on every prefix token (DeiT's
-CLS and distillation tokens); ``pool`` -> the patch tokens, each ``1/n``
-(``pool="mean"``, the attention a pooled model's output receives) or ``1``
-(``pool="sum"``, the column sums of Chefer et al.'s Swin readout).
+The row vector ``v0`` that selects what the classifier reads, from the weights the
+model declares per token group (:class:`xaibench.models.card.Readout`):
+``v0 = w_cls e_0 + w_dist e_1 + w_patches u``, with ``e_i`` the one-hot of prefix
+token ``i`` and ``u`` spread over the patch tokens, each ``1/n`` (``pool="mean"``,
+what a mean over the patches passes on) or ``1`` (``pool="sum"``, the column sums of
+Chefer et al.'s Swin readout; a pure scale, so it applies only to a readout of the
+patches alone, and a mixed readout always uses the mean).  ``cls`` -> the one-hot of
+token 0; ``prefix_mean`` (DeiT) -> 1/2 on the CLS and distillation tokens; ``pool`` ->
+the patches; ``cls+patches`` (DINOv2) -> 1/2 on [CLS] and 1/(2n) on each patch.
 
 Propagation without dense matrices
 ----------------------------------
@@ -155,14 +159,16 @@ def scale_columns(rec, block: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 def readout_vector(layout, n: int, batch: int, pool: str = "mean", dtype=torch.float64, device=None):
     """(B, n) readout rows ``v0`` of a stage token vector of length ``n`` (module docstring)."""
+    weights = layout.readout.weights
     v = torch.zeros(batch, n, dtype=dtype, device=device)
-    if layout.readout == "cls":
-        v[:, 0] = 1.0
-    elif layout.readout == "prefix_mean":
-        v[:, :layout.prefix] = 1.0 / layout.prefix
-    else:
+    if "cls" in weights:
+        v[:, 0] = weights["cls"]
+    if "dist" in weights:
+        v[:, 1] = weights["dist"]
+    if "patches" in weights:
         k = layout.prefix
-        v[:, k:] = 1.0 / (n - k) if pool == "mean" else 1.0
+        w = weights["patches"]
+        v[:, k:] = w / (n - k) if (pool == "mean" or len(weights) > 1) else w
     return v
 
 

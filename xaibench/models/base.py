@@ -1,23 +1,31 @@
 """The model adapter contract: one forward pass, and typed declarations of everything methods need.
 
 Every architecture (Hugging Face or timm TimeSformer / VideoMAE / ViViT / ViT /
-DeiT / Swin) is wrapped in a :class:`ModelAdapter`.  Methods never ask *which*
-architecture they run on; they read what the adapter declares:
+DeiT / Swin / DINOv2) is wrapped in a :class:`ModelAdapter`, defined by its
+*family* (one module per family, :mod:`xaibench.models.family`).  Methods never
+ask *which* architecture they run on; they read what the adapter declares:
 
 * :class:`TokenLayout` -- where the tokens sit: token frames and tubelet size,
   the token grid of every stage, how many prefix tokens (CLS, distillation)
-  come first, and the **readout** (which tokens the classifier reads);
-* :class:`AttentionRecord` -- one attention layer as the model computed it, with
-  its **kind**, i.e. how its probabilities compose into a token-to-token
-  matrix (``global``: one matrix over all tokens of the stage, which is *joint
-  space-time* attention when the stage has several token frames; ``window``:
-  shifted windows; ``spatial`` / ``temporal``: the two halves of *divided*
-  space-time attention);
+  come first, and the **readout** (:class:`~xaibench.models.card.Readout`: the
+  weights of the token groups the classifier reads);
+* :meth:`ModelAdapter.hook_points` -> :class:`AttentionRecord` -- one attention
+  layer as the model computed it, with its **kind**, i.e. how its probabilities
+  compose into a token-to-token matrix (``global``: one matrix over all tokens
+  of the stage, which is *joint space-time* attention when the stage has
+  several token frames; ``window``: shifted windows; ``spatial`` /
+  ``temporal``: the two halves of *divided* space-time attention);
+* :meth:`ModelAdapter.blocks` and :meth:`ModelAdapter.head_modules` -- the
+  transformer blocks in forward order and the classifier head, declared by the
+  family (the randomisation test re-initialises them);
 * :meth:`ModelAdapter.reshape_tokens` -- how a layer's token activations map to
   a (B, T', h, w, D) grid (the Grad-CAM ``reshape_transform``), and
   :attr:`ModelAdapter.gradcam_layer`, the default Grad-CAM layer;
 * :attr:`ModelAdapter.passes` -- forward / backward passes counted by the
-  adapter itself (every input of every batch), so no method hand-writes them.
+  adapter itself (every input of every batch), so no method hand-writes them;
+* :attr:`ModelAdapter.card` -- the model's declared card (normalisation,
+  input, label set, checkpoint identity) and :meth:`ModelAdapter.weights_digest`,
+  a sha256 of the weights actually loaded.
 
 :meth:`ModelAdapter.trace` runs the *real* forward pass once and, on request,
 records through forward hooks every attention layer's probabilities (never
@@ -37,14 +45,22 @@ Conventions
 * Token frames ``T' = frames``; input frame ``t`` belongs to token frame
   ``t // tubelet``.
 
-Devices and precision: the adapter owns ``device`` and ``precision``
-(``fp32`` | ``bf16`` | ``fp16``); forward passes run under autocast for the
-low precisions, and everything a trace returns is float32 on the adapter's
-device.
+Precision (``adapter.to(precision=...)``; docs/models.md, "Precision")
+---------------------------------------------------------------------
+``fp32`` (the default) runs the model's own float32 weights, exactly.  With
+``bf16`` / ``fp16`` the adapter keeps a second copy of the weights in that
+dtype, made once, and runs the **forward-only** passes on it -- :meth:`predict`
+(every perturbation batch of SHAP, LIME and the metrics) and traces without
+gradients (attention, rollout, STAA) -- with no per-call casts.  A trace that
+back-propagates (``grads=True``: Chefer, Grad-CAM, std-norm, LRP) always runs
+the float32 weights, so gradient-based explanations are unaffected by the
+setting.  Everything returned is float32 on the adapter's device.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -53,9 +69,14 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..registry import Registry
+from .card import GROUPS, LEGACY, ModelCard, Readout  # noqa: F401  (re-exported)
+
+#: every model by name (one module per family registers its entries on import: xaibench.models.family)
+MODELS = Registry("model")
 
 KINDS = ("global", "window", "spatial", "temporal")
-READOUTS = ("cls", "prefix_mean", "pool")
+READOUTS = tuple(LEGACY)  # the classic readout names (any Readout combination is allowed)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -70,23 +91,27 @@ class TokenLayout:
       each stage by merging 2 x 2 patches);
     * ``prefix``: tokens before the patch tokens (1: CLS; 2: CLS and
       distillation token; 0: none);
-    * ``readout``: which final tokens the classifier reads --
-      ``cls`` (the first prefix token), ``prefix_mean`` (the mean over the
-      prefix tokens' predictions, e.g. DeiT's CLS and distillation heads) or
-      ``pool`` (the mean of the patch tokens).
+    * ``readout``: which final tokens the classifier reads, a
+      :class:`~xaibench.models.card.Readout` (a name such as ``cls``,
+      ``prefix_mean``, ``pool`` or ``cls+patches`` is converted).
     """
 
     frames: int = 1
     tubelet: int = 1
     stages: Tuple[Tuple[int, int], ...] = ((1, 1),)
     prefix: int = 1
-    readout: str = "cls"
+    readout: Readout = "cls"
 
     def __post_init__(self):
-        if self.readout not in READOUTS:
-            raise ValueError(f"readout {self.readout!r} not in {READOUTS}")
-        if self.readout != "pool" and self.prefix < 1:
-            raise ValueError("a prefix-token readout needs at least one prefix token")
+        try:
+            r = Readout(self.readout)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        object.__setattr__(self, "readout", r)
+        object.__setattr__(self, "stages", tuple(tuple(int(v) for v in s) for s in self.stages))
+        if r.prefix_needed > self.prefix:
+            raise ValueError(f"readout {str(r)!r} reads prefix token(s) ({', '.join(g for g in r.groups if g != 'patches')}) "
+                             f"but the layout has {self.prefix} prefix token(s)")
 
     @property
     def grid(self) -> Tuple[int, int]:
@@ -201,25 +226,34 @@ class OutputCache:
 class ModelAdapter:
     """Uniform wrapper over one classification Transformer.
 
-    Subclasses call ``super().__init__`` with the model and its declarations and
-    implement :meth:`_run` (the model call on normalised pixels) and
-    :meth:`hook_points`; they override :meth:`reshape_tokens` when a layer's
-    token order is not the stage token vector's.
+    A family's adapter calls ``super().__init__`` with the model and its
+    declarations and implements :meth:`_run` (the model call on normalised
+    pixels), :meth:`hook_points`, :meth:`blocks` and :meth:`head_modules`;
+    it overrides :meth:`reshape_tokens` when a layer's token order is not the
+    stage token vector's.  Adapters derive module references from
+    ``self.model`` on every call (never cache them): the low-precision copy of
+    the weights is run by swapping ``self.model``.
     """
 
-    family: str = ""  # descriptive only (provenance); methods never read it
+    family: str = ""  # the registered family (provenance); methods never read it
+    #: the family's default card (normalisation, interpolation...); ``self.card`` is the loaded model's
+    default_card: ModelCard = ModelCard()
 
-    def __init__(self, model: nn.Module, *, name: str, layout: TokenLayout, num_frames: int, image_size: int,
-                 patch_size: int, mean: Sequence[float], std: Sequence[float], labels: Optional[List[str]] = None,
-                 gradcam_layer: Optional[str] = None):
+    def __init__(self, model: nn.Module, *, layout: TokenLayout, num_frames: int, image_size: int, patch_size: int,
+                 name: Optional[str] = None, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, labels: Optional[List[str]] = None,
+                 gradcam_layer: Optional[str] = None, card: Optional[ModelCard] = None):
+        card = card or self.make_card()
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.name = name
+        self.name = name or card.name or self.family or type(self).__name__
         self.layout = layout
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
         self.patch_size = int(patch_size)
+        mean = tuple(float(v) for v in (card.mean if mean is None else mean))
+        std = tuple(float(v) for v in (card.std if std is None else std))
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
         self.labels = labels
@@ -227,8 +261,30 @@ class ModelAdapter:
         self.passes = {"forward": 0, "backward": 0}
         self.cache = OutputCache()
         self.precision = "fp32"
+        self._lowp: Optional[nn.Module] = None
+        self._digest: Optional[Tuple[tuple, str]] = None
+        self.card = card.replace(name=self.name, family=card.family or self.family, frames=self.num_frames,
+                                 image_size=self.image_size, mean=mean, std=std, readout=layout.readout)
+        self.preprocess = self.card.preprocess(self.num_frames, self.image_size)
         if layout.frames * layout.tubelet != self.num_frames:
             raise ValueError(f"layout frames {layout.frames} x tubelet {layout.tubelet} != {num_frames} input frames")
+
+    @classmethod
+    def make_card(cls, card: Optional[ModelCard] = None, *, name: Optional[str] = None, mean=None, std=None,
+                  **changes) -> ModelCard:
+        """``card`` (default: the family's) with the given name / normalisation / other fields."""
+        c = card or cls.default_card
+        if name:
+            changes["name"] = name
+        elif not c.name:
+            changes["name"] = cls.family or cls.__name__
+        if mean is not None:
+            changes["mean"] = tuple(mean)
+        if std is not None:
+            changes["std"] = tuple(std)
+        if not c.family and cls.family:
+            changes["family"] = cls.family
+        return c.replace(**changes)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -250,20 +306,51 @@ class ModelAdapter:
         return torch.device("cpu")
 
     def to(self, device=None, precision: Optional[str] = None) -> "ModelAdapter":
-        """Move the model to ``device`` and set the forward precision (``fp32`` | ``bf16`` | ``fp16``)."""
+        """Move the model to ``device`` and set the precision of forward-only passes (``fp32`` | ``bf16`` |
+        ``fp16``; module docstring, "Precision")."""
         if precision is not None:
             if precision not in PRECISIONS:
                 raise UserError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+            if precision != self.precision:
+                self._lowp = None
             self.precision = precision
         if device is not None:
             self.model.to(device)
+            if self._lowp is not None and next(self._lowp.parameters(), torch.empty(0)).device != self.device:
+                self._lowp = None
         return self
 
     def _autocast(self):
+        """Autocast to the low precision (for callers that run ``_run`` themselves; the adapter's own passes
+        use a low-precision copy of the weights instead)."""
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _lowp_model(self) -> nn.Module:
+        """The weights in the adapter's low precision, made once (half the float32 memory for bf16)."""
+        dtype = PRECISIONS[self.precision]
+        if self._lowp is None:
+            twin = copy.deepcopy(self.model).to(dtype=dtype)
+            for p in twin.parameters():
+                p.requires_grad_(False)
+            self._lowp = twin.eval()
+        return self._lowp
+
+    @contextmanager
+    def _forward_weights(self, grads: bool):
+        """``self.model`` is the weights a pass runs on: float32 for fp32 or gradient passes, else the
+        low-precision copy; yields the input dtype."""
+        if grads or PRECISIONS[self.precision] is None:
+            yield torch.float32
+            return
+        full = self.model
+        self.model = self._lowp_model()
+        try:
+            yield PRECISIONS[self.precision]
+        finally:
+            self.model = full
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
@@ -304,6 +391,20 @@ class ModelAdapter:
         """One :class:`HookPoint` per attention layer, in forward order."""
         raise NotImplementedError
 
+    def blocks(self) -> List[nn.Module]:
+        """The transformer blocks in forward order, one per ``HookPoint.layer`` (declared by the family)."""
+        raise NotImplementedError(f"model {self.name!r} ({type(self).__name__}) does not declare its blocks")
+
+    def head_modules(self) -> List[nn.Module]:
+        """The classifier head module(s) (declared by the family)."""
+        raise NotImplementedError(f"model {self.name!r} ({type(self).__name__}) does not declare its head")
+
+    def library_attentions(self, x: torch.Tensor) -> Optional[Dict[str, torch.Tensor]]:
+        """The attention probabilities the *library itself* returns for pixels ``x`` (transformers'
+        ``output_attentions``), keyed by record name, in the record layout; ``None`` where the library
+        returns none (timm).  The conformance suite compares them with the hooked records."""
+        return None
+
     def reshape_tokens(self, act: torch.Tensor, batch: int) -> torch.Tensor:
         """A layer's token activations -> ``(B, T', h, w, D)`` (the Grad-CAM reshape).
 
@@ -335,36 +436,31 @@ class ModelAdapter:
 
         return describe_blocks(self)
 
-    def head_modules(self) -> List[nn.Module]:
-        """The classifier head(s): the model's top-level ``classifier`` / ``head`` / ``head_dist`` modules."""
-        return [m for n, m in self.model.named_children() if n in ("classifier", "head", "head_dist")]
-
     def block_modules(self) -> List[nn.Module]:
-        """One module per transformer block, in forward order: for each attention layer, the ancestor of its
-        probabilities module that is an item of an ``nn.ModuleList`` (HF ``encoder.layer[i]``, timm
-        ``blocks[i]``, Swin ``layers[s].blocks[i]``)."""
-        parent = {c: m for m in self.model.modules() for c in m.children()}
-        blocks: Dict[int, nn.Module] = {}
-        for p in self.hook_points():
-            m = p.probs_module
-            while m in parent and not isinstance(parent[m], nn.ModuleList):
-                m = parent[m]
-            if m not in parent:
-                raise ValueError(f"{self.name}: no ModuleList block holds attention {p.name}")
-            blocks.setdefault(p.layer, m)
-        return [blocks[i] for i in sorted(blocks)]
+        """Alias of :meth:`blocks` (earlier name)."""
+        return self.blocks()
 
+    # ------------------------------------------------------------ randomisation
     def randomised(self, top_blocks: int, seed: int = 0) -> "ModelAdapter":
         """A copy whose classifier head and last ``top_blocks`` blocks are re-initialised (seeded), for the
-        cascading model-parameter randomisation test (Adebayo et al., NeurIPS 2018).  The original is untouched."""
-        import copy
+        cascading model-parameter randomisation test (Adebayo et al., NeurIPS 2018).
 
-        twin = copy.deepcopy(self)
-        blocks = twin.block_modules()
+        ``top_blocks`` 0: the head only; ``>= len(blocks())``: every block.  Every sub-module of the head and
+        of those blocks that has ``reset_parameters`` (linear, convolution, norm layers) is reset with the
+        library's own initialiser, head first, then the blocks in forward order, from ``torch.manual_seed
+        (seed)`` (the global RNG is left as it was).  The original is untouched.
+        """
+        lowp, self._lowp = self._lowp, None
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self._lowp = lowp
+        blocks = twin.blocks()
+        heads = twin.head_modules()
+        if not heads:
+            raise ValueError(f"{self.name}: the adapter declares no classifier head")
         k = max(0, min(int(top_blocks), len(blocks)))
-        targets = twin.head_modules() + blocks[len(blocks) - k:]
-        if not twin.head_modules():
-            raise ValueError(f"{self.name}: no classifier head found (classifier / head / head_dist)")
+        targets = heads + blocks[len(blocks) - k:]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             for t in targets:
@@ -375,7 +471,36 @@ class ModelAdapter:
         for q in twin.model.parameters():
             q.requires_grad_(False)
         twin.cache = OutputCache()
+        twin._digest = None
+        twin.card = twin.card.replace(weights_sha256=None, source=f"{self.card.source}, randomised")
         return twin
+
+    # --------------------------------------------------------------- identity
+    def weights_digest(self) -> str:
+        """sha256 over the state dict: every entry's name, dtype, shape and bytes, in name order (buffers
+        included).  Cached; recomputed when a tensor is changed in place (its version counter moves)."""
+        sd = self.model.state_dict(keep_vars=True)
+        key = tuple((k, v._version, v.data_ptr()) for k, v in sd.items())
+        if self._digest is not None and self._digest[0] == key:
+            return self._digest[1]
+        h = hashlib.sha256()
+        for name in sorted(sd):
+            t = sd[name].detach()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(repr(tuple(t.shape)).encode())
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest = h.hexdigest()
+        self._digest = (key, digest)
+        return digest
+
+    def identity(self) -> dict:
+        """The weights' digest beside the card's expected one: ``matches`` True / False, or None when the card
+        declares none."""
+        digest = self.weights_digest()
+        expected = self.card.weights_sha256
+        return {"weights_sha256": digest, "expected_sha256": expected,
+                "matches": None if expected is None else digest == expected}
 
     def attention_points(self) -> List[str]:
         """Names of the attention records a full :meth:`trace` yields, in forward order."""
@@ -387,10 +512,10 @@ class ModelAdapter:
         """Float32 logits (on the adapter's device) for pixel inputs, ``batch_size`` at a time."""
         x = self.check_input(x)
         outs = []
-        for i in range(0, x.shape[0], batch_size):
-            with self._autocast():
-                outs.append(self._run(self.normalise(x[i:i + batch_size])).float())
-            self.passes["forward"] += min(batch_size, x.shape[0] - i)
+        with self._forward_weights(grads=False) as dtype:
+            for i in range(0, x.shape[0], batch_size):
+                outs.append(self._run(self.normalise(x[i:i + batch_size]).to(dtype)).float())
+                self.passes["forward"] += min(batch_size, x.shape[0] - i)
         return torch.cat(outs, 0)
 
     def trace(self, x: torch.Tensor, *, target=None, attentions: bool = False, grads: bool = False,
@@ -406,6 +531,10 @@ class ModelAdapter:
         and its gradient when ``grads`` is set, is recorded.
         """
         x = self.check_input(x)
+        with self._forward_weights(grads) as dtype:
+            return self._trace(x, dtype, target, attentions, grads, ln_stats, capture, layers)
+
+    def _trace(self, x, dtype, target, attentions, grads, ln_stats, capture, layers) -> Trace:
         B = x.shape[0]
         records: List[AttentionRecord] = []
         acts: Dict[str, torch.Tensor] = {}
@@ -460,16 +589,16 @@ class ModelAdapter:
             handles.append(named[cname].register_forward_hook(act_hook))
 
         try:
-            xin = self.normalise(x)
+            xin = self.normalise(x).to(dtype)
             if grads:
                 xin = xin.detach().requires_grad_(True)
-                with torch.enable_grad(), self._autocast():
+                with torch.enable_grad():
                     logits = self._run(xin).float()
                     tgt = self._targets(logits, target)
                     logits.gather(1, tgt[:, None]).sum().backward()
                 self.passes["backward"] += B
             else:
-                with torch.no_grad(), self._autocast():
+                with torch.no_grad():
                     logits = self._run(xin).float()
                     tgt = self._targets(logits, target)
             self.passes["forward"] += B
@@ -517,8 +646,10 @@ class ModelAdapter:
 
     def describe(self) -> dict:
         L = self.layout
-        return {"name": self.name, "family": self.family, "num_frames": self.num_frames,
-                "image_size": self.image_size, "patch_size": self.patch_size, "num_classes": self.num_classes,
+        return {"name": self.name, "family": self.family, "source": self.card.source,
+                "num_frames": self.num_frames, "image_size": self.image_size, "patch_size": self.patch_size,
+                "num_classes": self.num_classes,
                 "layout": {"frames": L.frames, "tubelet": L.tubelet, "stages": [list(s) for s in L.stages],
-                           "prefix": L.prefix, "readout": L.readout},
-                "attention_kinds": sorted({p.kind for p in self.hook_points()}), "gradcam_layer": self.gradcam_layer}
+                           "prefix": L.prefix, "readout": str(L.readout), "readout_weights": dict(L.readout.weights)},
+                "attention_kinds": sorted({p.kind for p in self.hook_points()}), "gradcam_layer": self.gradcam_layer,
+                "precision": self.precision, **self.identity()}

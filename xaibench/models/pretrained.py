@@ -1,4 +1,4 @@
-"""Pretrained models: Hugging Face checkpoints and timm weights, from local files or the hub.
+"""Pretrained models: the lookup of checkpoints shared by every family, and their loading.
 
 Weights are looked up, in order, in
 
@@ -22,71 +22,56 @@ Weights are looked up, in order, in
    local one above.
 
 When nothing is found, a :class:`~xaibench.errors.UserError` says what was
-looked for (and why the hub could not help) and how to obtain the weights.
+looked for (and why the hub could not help) and how to obtain the weights.  A
+pickled checkpoint holding Python objects besides tensors is refused with one
+clear message (never unpickled with ``weights_only=False``).
 
-Each adapter gets ``adapter.preprocess``: ``frames``, ``size`` (crop),
-``resize`` (short side before the centre crop), ``interpolation``, ``mean``,
-``std`` -- from the checkpoint's ``preprocessor_config.json`` (Hugging Face) or
-timm's data config (``resize = floor(size / crop_pct)``); the datasets read it
-through ``dataset.bind(adapter)``.  ``mean`` / ``std`` are always for pixels
-``u`` in [0, 1]: a Hugging Face processor that maps 8-bit pixels ``v = 255 u`` to
-``(v * f - o - m) / s`` (``f`` = ``rescale_factor``, ``o`` = 1 if ``offset`` else 0,
-as ViViT's ``rescale_factor = 1/127.5, offset = True`` to [-1, 1]) gives
-``mean = (o + m) / (255 f)`` and ``std = s / (255 f)`` (ViViT's public processor:
-0.75 and 0.25).  Eager attention is forced for Hugging Face ViT / Swin / VideoMAE
-/ ViViT (:func:`~xaibench.models.hf.force_eager`); the timm adapters unfuse
-attention themselves.
+Which family a checkpoint belongs to is read from it, never guessed from a name:
+a Hugging Face ``config.json``'s ``model_type`` names the family that declared
+that ``hf_model_type``; a timm model's class names the family that declared it
+in ``timm_classes``.  A family's module declares its published checkpoints as
+cards (:func:`declare_hf`, :func:`declare_timm`): registry name, hub id / timm
+name, input, normalisation, label set and the expected weights digest.  The
+generic entries ``hf_pretrained(path_or_id=...)`` and
+``timm_pretrained(model_name=..., checkpoint=...)`` load any checkpoint of a
+registered family.
 
-Registered model names:
-
-* ``pretrained_timesformer_k400``: HF ``facebook/timesformer-base-finetuned-k400``;
-* ``pretrained_videomae_k400``: HF ``MCG-NJU/videomae-base-finetuned-kinetics``
-  (16 frames, tubelets of 2, mean-pooled head);
-* ``pretrained_vivit_k400``: HF ``google/vivit-b-16x2-kinetics400`` (32 frames,
-  tubelets of 2, CLS head);
-* ``pretrained_vit_b16``: HF ``google/vit-base-patch16-224``;
-* ``pretrained_swin_t``: HF ``microsoft/swin-tiny-patch4-window7-224``;
-* ``pretrained_timm_vit_b16``: timm ``vit_base_patch16_224``;
-* ``pretrained_deit_s``: timm ``deit_small_patch16_224``;
-* ``pretrained_timm_swin_t``: timm ``swin_tiny_patch4_window7_224``;
-* ``hf_pretrained(path_or_id=...)``: any HF TimeSformer / VideoMAE / ViViT / ViT /
-  Swin classifier;
-* ``timm_pretrained(model_name=..., checkpoint=...)``: any timm ViT / DeiT / Swin
-  (further keyword arguments go to ``timm.create_model``).
-
-The HF entries take ``path_or_id`` (default: their hub id) and ``cache_dir``;
-the timm entries ``checkpoint``, ``cache_dir`` and ``timm.create_model``
-arguments.
+Each adapter gets ``adapter.preprocess`` (and ``adapter.card``): ``frames``,
+``size`` (crop), ``resize`` (short side before the centre crop),
+``interpolation``, ``mean``, ``std`` -- from the checkpoint's
+``preprocessor_config.json`` (Hugging Face; the family's processor defaults
+when it has none) or timm's data config (``resize = floor(size / crop_pct)``);
+the datasets read it through ``dataset.bind(adapter)``.  ``mean`` / ``std`` are
+always for pixels ``u`` in [0, 1]: a Hugging Face processor that maps 8-bit
+pixels ``v = 255 u`` to ``(v * f - o - m) / s`` (``f`` = ``rescale_factor``,
+``o`` = 1 if ``offset`` else 0, as ViViT's ``rescale_factor = 1/127.5, offset =
+True`` to [-1, 1]) gives ``mean = (o + m) / (255 f)`` and ``std = s / (255 f)``
+(ViViT's public processor: 0.75 and 0.25).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import math
 import os
+import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
+from ..config import param
 from ..errors import UserError
-from .base import ModelAdapter
+from .base import MODELS, ModelAdapter
+from .card import ModelCard
+from .family import FAMILIES, Family, ModelConfig
 
 WEIGHTS_ENV = "XAIBENCH_WEIGHTS"
 HF_HOME_ENV = "XAIBENCH_HF_HOME"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                    "pytorch_model.bin.index.json")
 TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-# preprocessing used when a checkpoint has no preprocessor_config.json (the values of the public image
-# processors of the Hugging Face checkpoints: VideoMAE normalises with the ImageNet mean / std as the original
-# VideoMAE code; ViViT's VivitImageProcessor rescales 8-bit pixels by 1/127.5 with an offset of -1, to [-1, 1],
-# before normalising with 0.5 / 0.5)
-HF_DEFAULTS = {
-    "timesformer": dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), crop=True),
-    "videomae": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=True),
-    "vivit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop=True, rescale_factor=1 / 127.5, offset=True),
-    "vit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop=False),
-    "swin": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=False),
-}
 
 
 # ------------------------------------------------------------------ locations
@@ -302,17 +287,44 @@ def _unit_pixel_stats(mean, std, factor: float, offset: bool):
     return tuple((float(offset) + m) / k for m in mean), tuple(v / k for v in std)
 
 
-def _hf_preprocess(folder: Path, arch: str, image_size: int, frames: int) -> dict:
-    d = HF_DEFAULTS[arch]
+def _pickle_error(path, e: Exception) -> Optional[UserError]:
+    """One clear error for a pickled checkpoint that ``weights_only`` loading refuses (never the library's
+    advice to unpickle it anyway)."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+        return UserError(f"{path} is a pickled PyTorch checkpoint that holds Python objects besides tensors; "
+                         f"xaibench does not unpickle such files (unpickling can run arbitrary code). Convert it "
+                         f"to safetensors on a machine where you trust the file (e.g. `model.save_pretrained(dir, "
+                         f"safe_serialization=True)` for Hugging Face, `safetensors.torch.save_file(state_dict, "
+                         f"'model.safetensors')` for timm) or download the safetensors weights of the model")
+    return None
+
+
+def hf_family(model_type: str, where) -> Family:
+    for fam in FAMILIES.values():
+        if fam.hf_model_type == model_type:
+            return fam
+    known = sorted(f.hf_model_type for f in FAMILIES.values() if f.hf_model_type)
+    raise UserError(f"{where}: model_type {model_type!r} is not supported; supported: {', '.join(known)} "
+                    f"(classification heads)")
+
+
+def _hf_preprocess(folder: Path, defaults: dict, image_size: int, frames: int, any_size: bool = False) -> dict:
+    """The input a Hugging Face checkpoint expects (module docstring); ``any_size``: the model interpolates its
+    position embeddings, so the processor's crop sets the input size."""
+    d = defaults
     pre = {"frames": frames, "size": image_size, "resize": image_size, "interpolation": "bilinear",
            "source": "defaults"}
     cfg = {}
     f = folder / "preprocessor_config.json"
     if f.exists():
-        cfg = json.loads(f.read_text())
+        try:
+            cfg = json.loads(f.read_text())
+        except ValueError as e:
+            raise UserError(f"{f} is not valid JSON: {e}") from None
         pre["source"] = str(f)
         size = cfg.get("size")
-        crop = cfg.get("crop_size") if cfg.get("do_center_crop", d["crop"]) else None
+        crop = cfg.get("crop_size") if cfg.get("do_center_crop", d.get("crop", False)) else None
         if isinstance(crop, dict):
             pre["size"] = int(crop.get("height", crop.get("width", image_size)))
         elif isinstance(crop, int):
@@ -331,47 +343,52 @@ def _hf_preprocess(folder: Path, arch: str, image_size: int, frames: int) -> dic
     factor = float(cfg.get("rescale_factor", d.get("rescale_factor", 1 / 255))) if cfg.get("do_rescale", True) \
         else 1.0
     pre["mean"], pre["std"] = _unit_pixel_stats(mean, std, factor, bool(cfg.get("offset", d.get("offset", False))))
-    if pre["size"] != image_size:
+    if pre["size"] != image_size and not any_size:
         raise UserError(f"{folder}: the image processor crops to {pre['size']} px but the model expects "
                         f"{image_size} px; the checkpoint folder is inconsistent")
     pre["resize"] = max(pre["resize"], pre["size"])
     return pre
 
 
-def hf_pretrained(path_or_id: str = "", cache_dir=None, adapter_name: Optional[str] = None) -> ModelAdapter:
-    """A Hugging Face TimeSformer / VideoMAE / ViViT / ViT / Swin image or video classifier from local files."""
-    if not path_or_id:
-        raise UserError("hf_pretrained needs path_or_id: a Hugging Face model id or a local checkpoint folder")
+def load_hf(path_or_id: str, cache_dir=None, card: Optional[ModelCard] = None) -> ModelAdapter:
+    """A Hugging Face image or video classifier of any registered family, from local files (or the hub when
+    online); ``card``: the declared card of a known checkpoint (its family must match the checkpoint's)."""
     folder = resolve_hf(str(path_or_id), cache_dir)
-    from transformers import (AutoConfig, SwinForImageClassification, TimesformerForVideoClassification,
-                              VideoMAEForVideoClassification, VivitForVideoClassification, ViTForImageClassification)
+    from transformers import AutoConfig
 
-    from .hf import HFSwinAdapter, HFTimesformerAdapter, HFViTAdapter, force_eager
-    from .hf_video import HFVideoMAEAdapter, HFVivitAdapter
+    try:
+        cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"could not read {folder / 'config.json'}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:300]}") from None
+    fam = hf_family(cfg.model_type, folder)
+    if card is not None and card.family and card.family != fam.name:
+        raise UserError(f"{folder} holds a {cfg.model_type!r} checkpoint (family {fam.name}), but model "
+                        f"{card.name!r} is a {card.family} model; give a {card.family} checkpoint")
+    import transformers
 
-    cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    kinds = {
-        "timesformer": (TimesformerForVideoClassification, HFTimesformerAdapter),
-        "videomae": (VideoMAEForVideoClassification, HFVideoMAEAdapter),
-        "vivit": (VivitForVideoClassification, HFVivitAdapter),
-        "vit": (ViTForImageClassification, HFViTAdapter),
-        "swin": (SwinForImageClassification, HFSwinAdapter),
-    }
-    if cfg.model_type not in kinds:
-        raise UserError(f"{folder}: model_type {cfg.model_type!r} is not supported; supported: "
-                        f"{', '.join(kinds)} (classification heads)")
-    arch = cfg.model_type
-    cls, adapter_cls = kinds[arch]
-    kw = {} if arch == "timesformer" else {"attn_implementation": "eager"}
+    cls = getattr(transformers, fam.hf_class)
+    kw = {"attn_implementation": "eager"} if getattr(fam.adapter, "eager", True) else {}
     try:
         model = cls.from_pretrained(str(folder), local_files_only=True, **kw)
-    except OSError as e:
-        raise UserError(f"could not load the weights in {folder}: {e}") from None
-    if arch != "timesformer":
-        force_eager(model)
+    except Exception as e:
+        weights = next((folder / f for f in HF_WEIGHT_FILES if (folder / f).exists()), folder)
+        err = _pickle_error(weights, e)
+        if err is not None:
+            raise err from None
+        if isinstance(e, (OSError, ValueError, RuntimeError)):
+            raise UserError(f"could not load the weights in {folder}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:300]}") from None
+        raise
     frames = int(getattr(cfg, "num_frames", 1) or 1)
-    pre = _hf_preprocess(folder, arch, int(cfg.image_size), frames)
-    adapter = adapter_cls(model, name=adapter_name or str(path_or_id), mean=pre["mean"], std=pre["std"])
+    pre = _hf_preprocess(folder, fam.processor_defaults, int(cfg.image_size), frames,
+                         any_size=bool(getattr(fam.adapter, "any_input_size", False)))
+    base = card or fam.card.replace(name=str(path_or_id))
+    card = base.replace(family=fam.name, source="pretrained", frames=frames, image_size=int(pre["size"]),
+                        resize=pre["resize"], interpolation=pre["interpolation"], mean=pre["mean"], std=pre["std"],
+                        preprocess_source=pre["source"], num_classes=int(cfg.num_labels),
+                        hub_id=base.hub_id or (str(path_or_id) if not Path(str(path_or_id)).exists() else None))
+    adapter = fam.wrap(model, card)
     adapter.preprocess = pre
     adapter.meta = {"source": "hf", "path_or_id": str(path_or_id), "folder": str(folder)}
     return adapter
@@ -384,24 +401,32 @@ def _timm_state(path: Path) -> dict:
     try:
         return load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as e:
-        raise UserError(f"could not read timm checkpoint {path}: {type(e).__name__}: {e}") from None
+        err = _pickle_error(path, e)
+        if err is not None:
+            raise err from None
+        raise UserError(f"could not read timm checkpoint {path}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:300]}") from None
 
 
-def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_classes: Optional[int] = None,
-                    adapter_name: Optional[str] = None, **model_kwargs) -> ModelAdapter:
-    """A timm ViT / DeiT / Swin with weights from a local file.
+def timm_family(model) -> Family:
+    cls = type(model).__name__
+    for fam in FAMILIES.values():
+        if cls in fam.timm_classes:
+            return fam
+    known = sorted(c for f in FAMILIES.values() for c in f.timm_classes)
+    raise UserError(f"timm model class {cls} has no xaibench family (supported: {', '.join(known)})")
 
-    ``model_name``: the timm architecture name (``vit_base_patch16_224``);
-    ``model_kwargs`` go to ``timm.create_model`` (e.g. a smaller ``depth``);
-    ``num_classes`` defaults to the classifier size found in the checkpoint.
+
+def load_timm(name: str, *, checkpoint=None, cache_dir=None, num_classes: Optional[int] = None,
+              card: Optional[ModelCard] = None, **model_kwargs) -> ModelAdapter:
+    """A timm model of a registered family with weights from a local file (or the hub when online).
+
+    ``name``: the timm architecture name (``vit_base_patch16_224``); ``model_kwargs`` go to
+    ``timm.create_model`` (e.g. a smaller ``depth`` for a substitute checkpoint); ``num_classes`` defaults to the
+    classifier size found in the checkpoint.
     """
     import timm
 
-    from .timm_models import TimmSwinAdapter, TimmViTAdapter
-
-    name = model_name
-    if not name:
-        raise UserError("timm_pretrained needs model_name: a timm model name such as vit_base_patch16_224")
     if not timm.is_model(name):
         raise UserError(f"unknown timm model {name!r}; see timm.list_models()")
     path = resolve_timm(name, checkpoint, cache_dir)
@@ -416,8 +441,9 @@ def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_c
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
     except TypeError as e:
         raise UserError(f"bad arguments for timm model {name!r}: {e}") from None
-    import importlib
-
+    fam = timm_family(model)
+    if card is not None and card.family and card.family != fam.name:
+        raise UserError(f"timm {name!r} is a {fam.name} model, but {card.name!r} is declared {card.family}")
     filt = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
     if filt is not None:
         try:
@@ -437,52 +463,156 @@ def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_c
     from timm.data import resolve_data_config
 
     dcfg = resolve_data_config({}, model=model)
-    arch = "swin" if "swin" in type(model).__name__.lower() else "vit"
     labels = None
     if num_classes == 1000:
         from timm.data import ImageNetInfo
 
         info = ImageNetInfo()
         labels = [info.index_to_description(i) for i in range(1000)]
-    cls = TimmSwinAdapter if arch == "swin" else TimmViTAdapter
-    adapter = cls(model, name=adapter_name or name, mean=tuple(dcfg["mean"]), std=tuple(dcfg["std"]), labels=labels)
+    base = card or fam.card.replace(name=name)
+    card = base.replace(family=fam.name, source="pretrained", mean=tuple(dcfg["mean"]), std=tuple(dcfg["std"]),
+                        interpolation=dcfg.get("interpolation", "bicubic"), num_classes=num_classes,
+                        timm_name=name, preprocess_source="timm data config",
+                        hub_id=base.hub_id or getattr(probe, "hf_hub_id", None),
+                        label_set=base.label_set or ("imagenet1k" if num_classes == 1000 else None))
+    adapter = fam.wrap(model, card)
+    adapter.labels = labels
     size = adapter.image_size
     crop_pct = float(dcfg.get("crop_pct") or 1.0)
-    adapter.preprocess = {"frames": 1, "size": size, "resize": max(size, int(math.floor(size / crop_pct))),
-                          "interpolation": dcfg.get("interpolation", "bicubic"), "mean": tuple(dcfg["mean"]),
+    adapter.card = adapter.card.replace(resize=max(size, int(math.floor(size / crop_pct))))
+    adapter.preprocess = {"frames": 1, "size": size, "resize": adapter.card.resize,
+                          "interpolation": adapter.card.interpolation, "mean": tuple(dcfg["mean"]),
                           "std": tuple(dcfg["std"]), "source": "timm data config"}
     adapter.meta = {"source": "timm", "name": name, "checkpoint": str(path)}
     return adapter
 
 
-# --------------------------------------------------------------- registry
-KNOWN_HF = {
-    "pretrained_timesformer_k400": "facebook/timesformer-base-finetuned-k400",
-    "pretrained_videomae_k400": "MCG-NJU/videomae-base-finetuned-kinetics",
-    "pretrained_vivit_k400": "google/vivit-b-16x2-kinetics400",
-    "pretrained_vit_b16": "google/vit-base-patch16-224",
-    "pretrained_swin_t": "microsoft/swin-tiny-patch4-window7-224",
-}
-KNOWN_TIMM = {
-    "pretrained_timm_vit_b16": "vit_base_patch16_224",
-    "pretrained_deit_s": "deit_small_patch16_224",
-    "pretrained_timm_swin_t": "swin_tiny_patch4_window7_224",
-}
+# --------------------------------------------------------------- configs and declarations
+@dataclass
+class HFPretrainedConfig(ModelConfig):
+    """A declared Hugging Face checkpoint: where its files are (null: its hub id, looked up locally)."""
+
+    path_or_id: Optional[str] = param(None, help="a Hugging Face model id or a local checkpoint folder "
+                                                 "(null: the card's hub id)")
+    cache_dir: Optional[str] = param(None, help="Hugging Face hub cache to read (null: $XAIBENCH_HF_HOME, then "
+                                                "the library's default)")
 
 
-def register(MODELS):
-    """Register the pretrained entries in ``MODELS`` (called by the package)."""
-    MODELS.register("hf_pretrained")(hf_pretrained)
-    MODELS.register("timm_pretrained")(timm_pretrained)
-    for reg, repo in KNOWN_HF.items():
-        def make_hf(path_or_id=None, cache_dir=None, adapter_name=None, _repo=repo, _reg=reg):
-            return hf_pretrained(path_or_id or _repo, cache_dir=cache_dir, adapter_name=adapter_name or _reg)
+@dataclass
+class AnyHFConfig(HFPretrainedConfig):
+    def validate(self):
+        if not self.path_or_id:
+            raise UserError("hf_pretrained needs model.path_or_id: a Hugging Face model id or a local checkpoint "
+                            "folder")
 
-        MODELS.register(reg)(make_hf)
-    for reg, tname in KNOWN_TIMM.items():
-        def make_timm(checkpoint=None, cache_dir=None, adapter_name=None, _tname=tname, _reg=reg, **model_kwargs):
-            return timm_pretrained(_tname, checkpoint=checkpoint, cache_dir=cache_dir,
-                                   adapter_name=adapter_name or _reg, **model_kwargs)
 
-        MODELS.register(reg)(make_timm)
+def _heads_check(v):
+    if v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+        return None
+    if isinstance(v, (list, tuple)) and v and all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                                                  for h in v):
+        return None
+    return "give a positive integer (ViT) or a list of them, one per stage (Swin)"
 
+
+@dataclass
+class TimmPretrainedConfig(ModelConfig):
+    """A timm checkpoint: its file (null: $XAIBENCH_WEIGHTS, then the hub cache) and, for a smaller substitute
+    checkpoint, the ``timm.create_model`` sizes it was trained with (null: the architecture's own)."""
+
+    checkpoint: Optional[str] = param(None, help="a .safetensors / .pth / .bin file or a folder holding one "
+                                                 "(null: $XAIBENCH_WEIGHTS, then the hub cache)")
+    cache_dir: Optional[str] = param(None, help="Hugging Face hub cache to read (null: $XAIBENCH_HF_HOME, then "
+                                                "the library's default)")
+    num_classes: Optional[int] = param(None, range=(1, 100_000), help="classes (null: the checkpoint's head)")
+    img_size: Optional[int] = param(None, range=(8, 4096), help="input size (null: the architecture's)")
+    patch_size: Optional[int] = param(None, range=(1, 512), help="patch size (null: the architecture's)")
+    embed_dim: Optional[int] = param(None, range=(1, 16384), help="token width (null: the architecture's)")
+    depth: Optional[int] = param(None, range=(1, 256), help="blocks of a ViT (null: the architecture's)")
+    depths: Optional[List[int]] = param(None, range=(1, 64), help="blocks per Swin stage (null: the architecture's)")
+    num_heads: Optional[Any] = param(None, check=_heads_check, help="heads: an integer (ViT) or one per stage "
+                                                                     "(Swin); null: the architecture's")
+    window_size: Optional[int] = param(None, range=(1, 512), help="Swin window (null: the architecture's)")
+
+    SIZE_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "depths", "num_heads", "window_size")
+
+    def model_kwargs(self) -> dict:
+        out = {}
+        for k in self.SIZE_KEYS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = tuple(v) if isinstance(v, list) else v
+        return out
+
+
+@dataclass
+class AnyTimmConfig(TimmPretrainedConfig):
+    model_name: Optional[str] = param(None, help="the timm architecture name, e.g. vit_base_patch16_224")
+
+    def validate(self):
+        if not self.model_name:
+            raise UserError("timm_pretrained needs model.model_name: a timm model name such as vit_base_patch16_224")
+
+
+def declare_hf(card: ModelCard) -> None:
+    """Register a known Hugging Face checkpoint under ``card.name`` (its family's module calls this)."""
+    card = card.replace(source="pretrained")
+
+    def load(cfg: HFPretrainedConfig, _card=card) -> ModelAdapter:
+        return load_hf(cfg.path_or_id or _card.hub_id, cfg.cache_dir, card=_card)
+
+    MODELS.register(card.name, config=HFPretrainedConfig)(load)
+    PRETRAINED[card.name] = card
+
+
+def declare_timm(card: ModelCard) -> None:
+    """Register a known timm checkpoint (``card.timm_name``) under ``card.name``."""
+    card = card.replace(source="pretrained")
+
+    def load(cfg: TimmPretrainedConfig, _card=card) -> ModelAdapter:
+        return load_timm(_card.timm_name, checkpoint=cfg.checkpoint, cache_dir=cfg.cache_dir,
+                         num_classes=cfg.num_classes, card=_card, **cfg.model_kwargs())
+
+    MODELS.register(card.name, config=TimmPretrainedConfig)(load)
+    PRETRAINED[card.name] = card
+
+
+#: every declared pretrained card by registry name
+PRETRAINED: dict = {}
+
+
+@MODELS.register("hf_pretrained", config=AnyHFConfig)
+def hf_pretrained_entry(cfg: AnyHFConfig) -> ModelAdapter:
+    return load_hf(cfg.path_or_id, cfg.cache_dir)
+
+
+@MODELS.register("timm_pretrained", config=AnyTimmConfig)
+def timm_pretrained_entry(cfg: AnyTimmConfig) -> ModelAdapter:
+    return load_timm(cfg.model_name, checkpoint=cfg.checkpoint, cache_dir=cfg.cache_dir,
+                     num_classes=cfg.num_classes, **cfg.model_kwargs())
+
+
+def hf_pretrained(path_or_id: str = "", cache_dir=None, adapter_name: Optional[str] = None) -> ModelAdapter:
+    """Python API: any Hugging Face checkpoint of a registered family (``adapter_name``: the adapter's name)."""
+    if not path_or_id:
+        raise UserError("hf_pretrained needs path_or_id: a Hugging Face model id or a local checkpoint folder")
+    a = load_hf(path_or_id, cache_dir)
+    if adapter_name:
+        a.name, a.card = adapter_name, a.card.replace(name=adapter_name)
+    return a
+
+
+def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_classes: Optional[int] = None,
+                    adapter_name: Optional[str] = None, **model_kwargs) -> ModelAdapter:
+    """Python API: any timm checkpoint of a registered family (``model_kwargs`` go to ``timm.create_model``)."""
+    if not model_name:
+        raise UserError("timm_pretrained needs model_name: a timm model name such as vit_base_patch16_224")
+    a = load_timm(model_name, checkpoint=checkpoint, cache_dir=cache_dir, num_classes=num_classes, **model_kwargs)
+    if adapter_name:
+        a.name, a.card = adapter_name, a.card.replace(name=adapter_name)
+    return a
+
+
+__all__ = ["AnyHFConfig", "AnyTimmConfig", "HFPretrainedConfig", "PRETRAINED", "TimmPretrainedConfig",
+           "declare_hf", "declare_timm", "hf_pretrained", "load_hf", "load_timm", "resolve_hf", "resolve_timm",
+           "timm_pretrained", "dataclasses"]
