@@ -3,15 +3,16 @@ for tests that drive :class:`xaibench.run.runner.Runner` in-process."""
 
 from omegaconf import OmegaConf
 
-from xaibench.run.plan import conf_dir
 
 
 def make_cfg(experiment: dict, n_samples: int = 2, **top):
-    """``config.yaml`` minus its defaults and hydra nodes, with ``experiment``, ``dataset.n_samples`` and
+    """The run's default options, with ``experiment``, ``dataset.n_samples`` and
     quiet output (no summary, report or gallery); ``top`` sets further top-level options."""
-    cfg = OmegaConf.load(conf_dir() / "config.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
+    from xaibench.run.options import RunConfig
+
+    cfg = OmegaConf.create(RunConfig().values())  # the typed options' defaults (xaibench/run/options.py)
+    for g in ("model", "dataset", "method", "metric"):
+        cfg[g] = {}
     cfg.experiment = OmegaConf.create(experiment)
     cfg.dataset = OmegaConf.create({"n_samples": n_samples})
     cfg.print_summary = False

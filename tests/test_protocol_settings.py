@@ -40,9 +40,11 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 def experiment_cfg(name, **top):
     """The composed config of ``experiment=name`` without Hydra (as tests/test_harness.py ``_cfg``)."""
-    cfg = OmegaConf.load(conf_dir() / "config.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
+    from xaibench.run.options import RunConfig
+
+    cfg = OmegaConf.create(RunConfig().values())
+    for g in ("model", "dataset", "method", "metric"):
+        cfg[g] = {}
     cfg.experiment = OmegaConf.load(conf_dir() / "experiment" / f"{name}.yaml").experiment
     for k, v in top.items():
         cfg[k] = v

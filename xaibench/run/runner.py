@@ -109,7 +109,7 @@ class Runner:
                                 120, subsequent_indent="    "))
             return
         raise UserError(f"resume=true, but the {part} differs from the interrupted run in {self.out}:\n  "
-                        + "\n  ".join(diffs[:20]) + f"\nFinished results would mix two {part}s. Rerun with the "
+                        + "\n  ".join(diffs[:20]) + f"\nFinished and new results would come from two different {part}s. Rerun with the "
                         f"original {part}, start a new run folder (hydra.run.dir=...), or accept the difference "
                         f"with allow_change=[{part}] (recorded in provenance.json)")
 
