@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 COLUMNS = ["experiment", "dataset", "model", "method", "params", "sample_id", "metric", "value",
-           "higher_is_better", "metric_kind", "metric_params", "metric_version", "label", "target", "correct", "seed", "note"]
+           "higher_is_better", "metric_kind", "metric_params", "metric_version", "method_version", "label", "target",
+           "correct", "seed", "note"]
 KEYS = ["experiment", "dataset", "model", "method", "params", "metric"]
 AGGREGATE = "__aggregate__"
 SUMMARY_COLUMNS = KEYS + ["mean", "std", "n", "higher_is_better", "metric_kind", "n_undefined", "ci_low", "ci_high",
@@ -171,9 +172,6 @@ class Output:
     def direction(self) -> bool:
         """The ``higher_is_better`` column of a row: the direction, False for an output without one."""
         return bool(self.higher_is_better)
-
-    def __bool__(self) -> bool:  # transition: the runner before Output read ``outputs[name]`` as the direction
-        return self.direction
 
     def row_fields(self) -> dict:
         """The columns of a results row this declaration fills."""

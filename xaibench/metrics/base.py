@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..analysis.schema import KINDS, Output, declared_reductions, reduce_state  # noqa: F401
+from ..analysis.schema import KINDS, Output  # noqa: F401  (re-exported for metric modules)
 from ..errors import UserError
 from ..explanation import Explanation
 from ..registry import Registry
@@ -220,18 +220,6 @@ def _legacy_evaluate_one(self, item: EvalItem, batch: EvalBatch) -> Dict[str, fl
     return self.compute(ctx)
 
 
-def _legacy_reduce(self):
-    """Old runner: ``hasattr(metric, 'reduce')`` marks a metric whose hidden state it journals."""
-    declared = declared_reductions(_declared(self.outputs))
-    if not declared:
-        raise AttributeError("reduce")
-    return lambda rows: reduce_state(declared, list(rows))
-
-
-def _declared(outputs):
-    return {k: v for k, v in outputs.items() if isinstance(v, Output)}
-
-
 def _init_subclass(cls, **kw):
     super(Metric, cls).__init_subclass__(**kw)
     if "compute" in cls.__dict__ and "evaluate" not in cls.__dict__ and "evaluate_one" not in cls.__dict__:
@@ -239,7 +227,6 @@ def _init_subclass(cls, **kw):
 
 
 Metric.compute = _legacy_compute
-Metric.reduce = property(_legacy_reduce)
 Metric.__init_subclass__ = classmethod(_init_subclass)
 
 

@@ -1,4 +1,7 @@
-"""Cost of an explanation and of its evaluation.
+"""TRANSITION ONLY -- cost is measured by the harness (xaibench/run/measure.py); this metric goes away when the
+runner writes the measurement rows itself.
+
+Cost of an explanation and of its evaluation.
 
 Reported by the ``cost`` metric (all lower-is-better):
 
@@ -45,74 +48,10 @@ before, floored at 0, which undercounts whenever an earlier peak was higher;
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-
+from ..analysis.schema import COST, Output
+from ..run.measure import NAN, Measurement, measure  # noqa: F401  (moved; re-exported during the transition)
 from .base import METRICS
 from .base import Metric
-
-NAN = float("nan")
-
-
-def _status_kb(field: str) -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return NAN
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _ru_maxrss_kb() -> float:
-    try:
-        import resource
-        import sys
-
-        v = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-        return v / 1024.0 if sys.platform == "darwin" else v  # bytes on macOS, KiB on Linux
-    except Exception:  # pragma: no cover - platform without resource
-        return NAN
-
-
-@dataclass
-class Measurement:
-    seconds: float = NAN
-    peak_mb: float = NAN
-    method: str = ""
-
-
-@contextmanager
-def measure():
-    """Wall-clock seconds and peak additional resident memory (MiB) of the enclosed block.
-
-    ``with measure() as m: ...`` then read ``m.seconds``, ``m.peak_mb``, ``m.method``.
-    """
-    m = Measurement()
-    rss0 = _status_kb("VmRSS")
-    exact = rss0 == rss0 and _reset_peak()
-    if not exact:
-        rss0 = rss0 if rss0 == rss0 else _ru_maxrss_kb()
-    t0 = time.perf_counter()
-    try:
-        yield m
-    finally:
-        m.seconds = time.perf_counter() - t0
-        if exact:
-            m.peak_mb, m.method = max(0.0, _status_kb("VmHWM") - rss0) / 1024.0, "vmhwm"
-        else:
-            m.peak_mb, m.method = max(0.0, _ru_maxrss_kb() - rss0) / 1024.0, "ru_maxrss"
 
 
 @METRICS.register("cost")
@@ -125,8 +64,8 @@ class Cost(Metric):
     """
 
     name = "cost"
-    outputs = {"explain_time_s": False, "n_forward": False, "n_backward": False, "explain_peak_mem_mb": False,
-               "eval_time_s": False, "eval_n_forward": False}
+    outputs = {k: Output(False, COST) for k in ("explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb",
+                                                "eval_time_s", "eval_n_forward")}
 
     def compute(self, ctx):
         out = {

@@ -4,20 +4,25 @@
 The explanation of the trained model is compared with the explanation the same
 method gives, for the same input and target class, on copies of the model
 whose classifier head and top ``k`` transformer blocks are re-initialised
-(seeded; :meth:`xaibench.models.base.ModelAdapter.randomised`; the copies are
-made once per run and reused for every sample and method).  For each
-``k`` in ``blocks`` (``-1``: every block) it reports::
+(seeded; :meth:`xaibench.models.base.ModelAdapter.randomised`; the harness makes
+the copies once per run and reuses them for every sample and method -- the
+``randomised`` service -- and re-explains through the ``reexplain`` service).
+For each ``k`` in ``blocks`` (``-1``: every block) it reports::
 
     mprt_<k> = spearman( e(x; theta), e(x; theta_randomised_top_k) )
 
-the Spearman rank correlation (``scipy.stats.spearmanr``) of the two maps
-over the features of the model's token grid (mean attribution per feature).
+the Spearman rank correlation (Pearson correlation of the average ranks, ties
+averaged: ``scipy.stats.spearmanr``, computed in torch) of the two maps over the
+features of the model's token grid (mean attribution per feature).
 Names: ``mprt_head`` (k = 0: only the head re-initialised), ``mprt_top<k>``,
 ``mprt_all``.  Lower is better: an explanation that depends on what the model
 learnt must change when the model's parameters are destroyed; a correlation
 near 1 means the explanation ignores them (e.g. attention-only maps ignore
 the head: their ``mprt_head`` is 1).  A constant map on either side gives 0
 (the correlation policy of :mod:`xaibench.metrics.faithfulness`).
+
+Kind ``sanity``: a check of the method, not judged by the control methods (a
+control's map does not depend on the model, so it scores 1 by construction).
 
 Cost: one extra explanation per step and sample (for SHAP / LIME, their whole
 budget again), which is why the default experiment leaves it out; the
@@ -26,51 +31,93 @@ budget again), which is why the default experiment leaves it out; the
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from typing import List, Optional
 
+import torch
+
+from ..analysis.schema import SANITY, Output
+from ..config import ComponentConfig, param
 from ..errors import UserError
-from ..perturb import feature_ids, feature_means, token_cell
-from .base import METRICS
-from .base import Metric
+from ..perturb import token_cell
+from .base import METRICS, EvalBatch, Metric
+from .map_properties import grid_means
 
 
 def _name(k: int) -> str:
     return "mprt_head" if k == 0 else ("mprt_all" if k < 0 else f"mprt_top{k}")
 
 
+@dataclass
+class MPRTConfig(ComponentConfig):
+    blocks: List[int] = param(default_factory=lambda: [0, 1, -1], range=(-1, None), sweepable_list=True,
+                              help="cascade steps: 0 the head only, k the head + top k blocks, -1 every block")
+    seed: Optional[int] = param(None, range=(0, None), help="seed of the re-initialisation (null: the run's seed)")
+
+    def validate(self):
+        if not self.blocks:
+            raise UserError("metric.blocks=[] is not allowed: give at least one block count (0: the head only, "
+                            "k: the head + top k blocks, -1: every block)")
+        if len(set(self.blocks)) != len(self.blocks):
+            raise UserError(f"metric.blocks={list(self.blocks)} repeats a block count; give each once")
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """(B, F) -> average ranks 1..F per row, ties sharing the mean of their ranks (scipy's ``rankdata``)."""
+    B, F = x.shape
+    s, order = torch.sort(x, dim=1, stable=True)
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    pos = torch.arange(1, F + 1, device=x.device, dtype=torch.float64).expand(B, F)
+    # first and last position of each element's tie group
+    first = torch.cummax(torch.where(new, pos, torch.zeros_like(pos)), 1).values
+    end_mark = torch.ones_like(new)
+    end_mark[:, :-1] = new[:, 1:]
+    big = torch.full_like(pos, F + 1.0)
+    last = torch.flip(torch.cummin(torch.flip(torch.where(end_mark, pos, big), (1,)), 1).values, (1,))
+    ranks = torch.empty_like(pos)
+    ranks.scatter_(1, order, (first + last) / 2)
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Spearman correlation of (B, F) float64 tensors; 0 where either row is constant."""
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    den = torch.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    const = (a.amax(1) <= a.amin(1)) | (b.amax(1) <= b.amin(1))
+    r = (ra * rb).sum(1) / torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(const, torch.zeros_like(r), r.clamp(-1.0, 1.0))
+
+
 @METRICS.register("mprt")
 class ModelRandomisation(Metric):
-    name = "mprt"
-    list_parameters = ("blocks",)
+    """Cascading model-parameter randomisation test (module docstring)."""
 
-    def __init__(self, blocks=(0, 1, -1), seed: int = 0):
-        try:
-            self.blocks = [int(b) for b in blocks]
-        except (TypeError, ValueError):
-            raise UserError(f"metric.blocks={blocks!r} must be a list of block counts (0: head only, -1: all)") \
-                from None
-        if not self.blocks or any(b < -1 for b in self.blocks):
-            raise UserError(f"metric.blocks={blocks!r}: give counts >= 0, or -1 for every block")
-        self.seed = 0 if seed is None else int(seed)
-        self.outputs = {_name(b): False for b in self.blocks}
+    Config = MPRTConfig
+    services = ("reexplain", "randomised")
+    version = "2"  # batched torch Spearman; values equal to version 1 (scipy)
 
-    def params(self):
-        return {"blocks": self.blocks, "seed": self.seed}
+    def __init__(self, cfg: MPRTConfig = None):
+        super().__init__(cfg)
+        self.outputs = {_name(b): Output(False, SANITY) for b in self.cfg.blocks}
 
-    def compute(self, ctx):
-        from scipy.stats import spearmanr
-
-        if ctx.reexplain is None or ctx.randomised is None:
-            raise UserError("the mprt metric needs the harness (it re-explains with randomised model copies)")
-        T, _, H, W = ctx.x.shape
-        ids = feature_ids((T, H, W), token_cell(ctx.adapter, 0)).to(ctx.explanation.volume.device)
-        ref = feature_means(ctx.explanation.volume, ids).cpu().numpy()
-        out = {}
-        for k in self.blocks:
-            other = ctx.reexplain(ctx.randomised(k if k >= 0 else 10 ** 6, self.seed))
-            v = feature_means(other.volume.to(ids.device), ids).cpu().numpy()
-            if np.ptp(ref) == 0 or np.ptp(v) == 0:
-                out[_name(k)] = 0.0
-            else:
-                out[_name(k)] = float(spearmanr(ref, v).statistic)
+    def evaluate(self, batch: EvalBatch):
+        items = batch.items
+        if not items:
+            return []
+        reexplain = batch.services.need("reexplain", "the mprt metric")
+        randomised = batch.services.need("randomised", "the mprt metric")
+        seed = 0 if self.cfg.seed is None else int(self.cfg.seed)
+        cell = token_cell(batch.adapter, 0)
+        dev = items[0].explanation.volume.device
+        ref = grid_means(torch.stack([it.explanation.volume.detach().to(dev) for it in items]), cell)
+        out = [dict() for _ in items]
+        for k in self.cfg.blocks:
+            adapter_k = randomised(k if k >= 0 else 10 ** 6, seed)
+            other = torch.stack([reexplain(it, adapter_k).volume.detach().to(dev) for it in items])
+            r = spearman(ref, grid_means(other, cell)).tolist()
+            for row, v in zip(out, r):
+                row[_name(k)] = v
         return out

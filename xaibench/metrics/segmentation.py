@@ -5,121 +5,298 @@ reference code (docs/protocols.md, "ImageNet-segmentation"), applied to the attr
 ``V`` (T, H, W) at input resolution; T = 1 for images, and in space-time
 (T > 1) against the synthetic space-time mask:
 
-1. min-max normalise over the whole volume: ``N = (V - min V) / (max V - min V)``
+1. min-max normalise over the whole volume, in float64: ``N = (V - min V) / (max V - min V)``
    (a constant volume gives ``N = 0``);
 2. foreground prediction ``P = N > mean(N)``;
 3. against the boolean mask ``M`` (every voxel labelled):
 
-   * ``pixel_accuracy`` = ``sum correct / sum labelled``, correct = ``P == M``;
+   * ``pixel_accuracy`` = ``sum correct / (eps + sum labelled)``, correct = ``P == M``;
    * ``miou`` = mean over the two classes c in {background, foreground} of
-     ``sum I_c / sum U_c`` with ``I_c = |P = c and M = c|``,
+     ``sum I_c / (eps + sum U_c)`` with ``I_c = |P = c and M = c|``,
      ``U_c = |P = c| + |M = c| - I_c``;
-   * ``map`` = mean over samples of the average precision
-     (``sklearn.metrics.average_precision_score``) of the reference code's
+   * ``map`` = mean over samples of the average precision (:func:`average_precision`, equal to
+     ``sklearn.metrics.average_precision_score``) of the reference code's
      two-channel soft prediction ``[1 - N, N]`` against the one-hot mask
      ``[M = 0, M = 1]``, both flattened together (``get_ap_scores`` in Chefer et
      al.'s code; NaN -> 0 as there).  A constant (degenerate) map normalises to
      0/0 = NaN there, which becomes 0 in *both* channels, so every score ties and
      its AP is the positive rate of the two-channel target, exactly 0.5; its
-     foreground prediction is empty (``NaN > NaN`` is false), as here;
+     foreground prediction is empty (``NaN > NaN`` is false), as here.  A volume
+     with a non-finite value is treated as such a constant map.
+
    The foreground-only average precision of the soft map against the mask (the
    simpler reading of the protocol in docs/protocols.md) is the ``ap`` output of the
    ``localisation`` metric; it is not repeated here.
 
-All three are higher-is-better.  ``pixel_accuracy`` and ``miou`` are
-*dataset-level*: the sums run over every sample (the per-sample values
-reported are the same formulas on one sample).  ``compute`` therefore also
-returns the hidden counts ``_correct``, ``_labelled``, ``_inter_bg``,
-``_inter_fg``, ``_union_bg``, ``_union_fg``, and :meth:`Segmentation.reduce`
-turns the list of per-sample dicts of one (benchmark, method) into the
-dataset-level numbers (see :mod:`xaibench.metrics.base`).  Divisions add the
-reference code's ``eps = np.spacing(1)`` to the denominator.
+All three are higher-is-better quality scores.  ``pixel_accuracy`` and ``miou``
+are *dataset-level*: the sums run over every sample.  Each is declared with a
+:class:`~xaibench.analysis.schema.RatioOfSums` reduction over the hidden per-sample
+counts ``_correct``, ``_labelled``, ``_inter_bg``, ``_union_bg``, ``_inter_fg``,
+``_union_fg``; the per-sample values reported are the same reduction over one
+sample.  ``eps = numpy.spacing(1)`` as in the reference code.
+
+Average precision (:func:`average_precision`): with the scores sorted by
+decreasing value and grouped into distinct values (thresholds) ``t_1 > t_2 > ...``,
+``AP = sum_k (R_k - R_{k-1}) P_k`` with ``P_k = TP(>= t_k) / #(>= t_k)`` and
+``R_k = TP(>= t_k) / #positives`` -- scikit-learn's definition (no interpolation;
+tied scores form one threshold).  Computed in torch on the explanation's device, for
+every (sample, method) item of a batch in one call.  On a CPU the sort is a radix
+sort of 32-bit order-preserving keys (exact for float32 scores; for the float64
+two-channel scores a 32-bit key monotone in the value, with the rare runs of equal
+key but different values re-sorted exactly), which is what keeps a 224x224 map
+near a millisecond (``bench/bench_segmentation.py``).
 """
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
-import numpy as np
-from sklearn.metrics import average_precision_score
+import torch
 
+from ..analysis.schema import EPS, QUALITY, Output, RatioOfSums
+from ..config import ComponentConfig
 from ..errors import UserError
-from .base import METRICS
-from .base import Metric
+from .base import METRICS, EvalBatch, Metric
 
-EPS = np.spacing(1)
 HIDDEN = ("_correct", "_labelled", "_inter_bg", "_inter_fg", "_union_bg", "_union_fg")
+#: elements per chunk of the batched element-wise work (bounds the memory of one call)
+CHUNK = 1 << 22
+#: torch's CPU sort uses a radix sort for 1-D integer tensors from this size on
+_RADIX_MIN = 1 << 15
 
 
-def normalise(volume: np.ndarray) -> np.ndarray:
-    v = np.asarray(volume, dtype=np.float64)
-    lo, hi = v.min(), v.max()
-    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+# ---------------------------------------------------------------------------- average precision
+def _key32_exact(s: torch.Tensor) -> torch.Tensor:
+    """int32 keys whose order is the order of the float32 values ``s`` (-0.0 just below +0.0)."""
+    b = s.contiguous().view(torch.int32)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
 
 
-def counts(norm: np.ndarray, mask: np.ndarray) -> dict:
-    """The per-sample histogram counts of the protocol (module docstring)."""
-    pred = norm > norm.mean()
-    inter_fg = int(np.sum(pred & mask))
-    inter_bg = int(np.sum(~pred & ~mask))
-    n_pred_fg, n_mask_fg = int(pred.sum()), int(mask.sum())
-    n = int(mask.size)
-    return {
-        "_correct": inter_fg + inter_bg,
-        "_labelled": n,
-        "_inter_bg": inter_bg,
-        "_inter_fg": inter_fg,
-        "_union_bg": (n - n_pred_fg) + (n - n_mask_fg) - inter_bg,
-        "_union_fg": n_pred_fg + n_mask_fg - inter_fg,
-    }
+_HALF_BITS = int(torch.tensor(0.5, dtype=torch.float32).view(torch.int32))
 
 
-def _ap(y: np.ndarray, s: np.ndarray) -> float:
-    if y.all() or not y.any():
+def _key32_unit(c: torch.Tensor) -> torch.Tensor:
+    """int32 keys, monotone non-decreasing in the float64 values ``c`` in [0, 1]: the float32 bits of ``c``
+    below 1/2, mirrored bits of ``1 - c`` (exact there, Sterbenz) from 1/2 on -- float32 resolution near 0 and
+    near 1.  Distinct values may share a key (re-sorted exactly afterwards)."""
+    low = c < 0.5
+    k_low = c.float().view(torch.int32)
+    k_high = 2 * _HALF_BITS - (1.0 - c).float().view(torch.int32)
+    return torch.where(low, k_low, k_high)
+
+
+def _ap_ascending(is_start: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """AP (float64, one per row) from labels ``ys`` (B, m) or (m,) in ascending score order and ``is_start``:
+    whether each position starts a group of equal scores (a threshold).  Over the groups g of a row (start
+    ``s_g``, ``p_g`` positives, ``b_g`` positives before it, ``P`` in all):
+    ``AP = 1/P sum_g p_g (P - b_g) / (m - s_g)`` -- recall gain times the precision at the group's threshold."""
+    one = ys.dim() == 1
+    ys2 = ys.reshape(1, -1) if one else ys
+    B, m = ys2.shape
+    starts = is_start.reshape(B, m).clone()
+    starts[:, 0] = True
+    fy = ys2.reshape(-1)
+    st = torch.nonzero(starts.reshape(-1)).flatten()  # global positions of the group starts
+    cpos = torch.cumsum(fy, 0, dtype=torch.int64)
+    before = cpos[st] - fy[st].to(torch.int64)  # positives before each group (global count)
+    nxt = torch.cat([before[1:], cpos[-1:]])
+    row = torch.div(st, m, rounding_mode="floor")
+    row_end = cpos[(row + 1) * m - 1]  # positives up to the end of the group's row
+    row_before = cpos[row * m] - fy[row * m].to(torch.int64)  # positives before the row
+    P = (row_end - row_before).to(torch.float64)
+    contrib = (nxt - before).to(torch.float64) * (row_end - before).to(torch.float64) / \
+        ((row + 1) * m - st).to(torch.float64) / P
+    ap = torch.zeros(B, dtype=torch.float64, device=ys.device).index_add_(0, row, contrib)
+    return ap[0] if one else ap
+
+
+def _starts(sorted_values: torch.Tensor) -> torch.Tensor:
+    first = torch.ones_like(sorted_values, dtype=torch.bool)
+    first[..., 1:] = sorted_values[..., 1:] != sorted_values[..., :-1]
+    return first
+
+
+def _sorted_cpu(s: torch.Tensor, y: torch.Tensor, unit: bool, key: Optional[torch.Tensor] = None):
+    """(is_start, labels) in ascending score order of a 1-D CPU tensor, by a radix sort of int32 keys."""
+    if key is None:
+        key = _key32_exact(s + 0.0) if s.dtype == torch.float32 else _key32_unit(s)  # + 0.0: -0.0 -> +0.0
+    ks, perm = torch.sort(key, stable=True)
+    ys = y[perm]
+    same = ks[1:] == ks[:-1]
+    is_start = torch.ones_like(ks, dtype=torch.bool)
+    is_start[1:] = ~same
+    if s.dtype == torch.float32:
+        return is_start, ys  # the key is exact: equal keys are equal values
+    # a float64 key may be shared by different values: check the pairs of equal key, re-sort the runs that mix
+    cand = torch.nonzero(same).flatten()
+    if cand.numel() == 0:
+        return is_start, ys
+    differ = s[perm[cand]] != s[perm[cand + 1]]
+    if not bool(differ.any()):
+        return is_start, ys
+    run = torch.zeros(ks.numel(), dtype=torch.int64)
+    torch.cumsum(~same, 0, out=run[1:])
+    bad = torch.zeros(int(run[-1]) + 1, dtype=torch.bool)
+    bad[run[cand[differ]]] = True
+    pos = torch.nonzero(bad[run]).flatten()  # every position of a mixed run (runs are contiguous, in order)
+    sv, so = torch.sort(s[perm[pos]], stable=True)
+    ys[pos] = ys[pos][so]
+    same_run = run[pos[1:]] == run[pos[:-1]]
+    is_start[pos[1:]] = torch.where(same_run, sv[1:] != sv[:-1], True)
+    return is_start, ys
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor, unit: bool = False) -> float:
+    """scikit-learn's ``average_precision_score(labels, scores)`` of one score vector (module docstring).
+
+    NaN when ``labels`` are all positive or all negative, or a score is not finite.  ``unit=True`` promises
+    float64 scores in [0, 1] (enables the fast exact sort on a CPU).
+    """
+    s = scores.detach().reshape(-1)
+    if not s.dtype.is_floating_point:
+        s = s.double()
+    y = labels.detach().reshape(-1).to(device=s.device, dtype=torch.bool)
+    P = int(y.sum())
+    if s.numel() == 0 or P == 0 or P == y.numel() or not bool(torch.isfinite(s).all()):
         return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(average_precision_score(y, s))
+    if s.device.type == "cpu" and s.numel() >= _RADIX_MIN and (s.dtype == torch.float32 or
+                                                                (unit and s.dtype == torch.float64)):
+        is_start, ys = _sorted_cpu(s, y, unit)
+    else:
+        vs, perm = torch.sort(s, stable=True)
+        is_start, ys = _starts(vs), y[perm]
+    return float(_ap_ascending(is_start, ys))
+
+
+def average_precisions(scores: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> List[float]:
+    """:func:`average_precision` of several (scores, labels) pairs (the items of a batch)."""
+    return [average_precision(s, y) for s, y in zip(scores, labels)]
+
+
+# ---------------------------------------------------------------------------- the protocol
+def normalise(volume: torch.Tensor) -> torch.Tensor:
+    """Min-max normalisation over the whole tensor, float64 (a constant or non-finite volume: zeros)."""
+    v = volume.detach().double()
+    lo, hi = v.min(), v.max()
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)) or not bool(hi > lo):
+        return torch.zeros_like(v)
+    return (v - lo) / (hi - lo)
+
+
+def _normalise_rows(v: torch.Tensor):
+    """Row-wise :func:`normalise` of (B, n) float64; also whether each row is degenerate (constant)."""
+    lo, hi = v.min(1, keepdim=True).values, v.max(1, keepdim=True).values
+    ok = torch.isfinite(lo) & torch.isfinite(hi) & (hi > lo)
+    norm = torch.where(ok, (v - lo) / torch.where(ok, hi - lo, torch.ones_like(hi)), torch.zeros_like(v))
+    return norm, ~ok[:, 0]
+
+
+def _counts_rows(norm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 6) float64 counts in the order of :data:`HIDDEN` (the per-sample histograms of the protocol)."""
+    pred = norm > norm.mean(1, keepdim=True)
+    n = torch.full((norm.shape[0],), float(norm.shape[1]), dtype=torch.float64, device=norm.device)
+    inter_fg = (pred & mask).sum(1).double()
+    inter_bg = (~pred & ~mask).sum(1).double()
+    n_pred_fg, n_mask_fg = pred.sum(1).double(), mask.sum(1).double()
+    return torch.stack([inter_fg + inter_bg, n, inter_bg, inter_fg, (n - n_pred_fg) + (n - n_mask_fg) - inter_bg,
+                        n_pred_fg + n_mask_fg - inter_fg], 1)
+
+
+def counts(norm: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The per-sample counts of the protocol (module docstring) of one normalised volume and its mask."""
+    c = _counts_rows(norm.reshape(1, -1).double(), mask.reshape(1, -1).bool())[0].tolist()
+    return dict(zip(HIDDEN, c))
+
+
+def _two_channel_keys(N: torch.Tensor):
+    """:func:`_key32_unit` of ``[1 - N, N]`` computed from ``N`` (float64 in [0, 1]) in fewer passes:
+    ``1 - N`` is exact for ``N >= 1/2`` (Sterbenz), and for ``N < 1/2`` the mirrored key of ``w = fl(1 - N)``
+    reads ``1 - w`` (exact)."""
+    W = 1.0 - N
+    low = N < 0.5
+    k_n = N.float().view(torch.int32)
+    k_w = W.float().view(torch.int32)
+    k_t = (1.0 - W).float().view(torch.int32)
+    two_h = 2 * _HALF_BITS
+    k1 = torch.where(low, k_n, two_h - k_w)
+    k0 = torch.where(low, two_h - k_t, k_w)
+    return torch.cat([k0, k1]), torch.cat([W, N])
+
+
+def two_channel_ap(norm: torch.Tensor, mask: torch.Tensor, constant: bool) -> float:
+    """Chefer et al.'s ``get_ap_scores`` of one sample: AP of ``[1 - N, N]`` (zeros in both channels for a
+    constant map) against ``[M = 0, M = 1]``, NaN -> 0."""
+    n = norm.reshape(-1).double()
+    m = mask.reshape(-1).bool()
+    if constant:
+        return 0.5  # every score ties (0 in both channels): the positive rate of the two-channel target
+    y2 = torch.cat([~m, m])
+    if n.device.type == "cpu" and 2 * n.numel() >= _RADIX_MIN:
+        key, c = _two_channel_keys(n)
+        is_start, ys = _sorted_cpu(c, y2, unit=True, key=key)
+        return float(_ap_ascending(is_start, ys))
+    ap = average_precision(torch.cat([1.0 - n, n]), y2, unit=True)
+    return 0.0 if ap != ap else ap
+
+
+@dataclass
+class SegmentationConfig(ComponentConfig):
+    """The segmentation protocol has no parameters (Chefer et al.'s evaluation, fixed)."""
+
+
+def check_shapes(vol: torch.Tensor, mask: torch.Tensor) -> None:
+    if tuple(vol.shape) != tuple(mask.shape):
+        raise UserError(f"explanation volume {tuple(vol.shape)} and ground-truth mask {tuple(mask.shape)} differ "
+                        f"in shape; the dataset's mask must be at the model's input resolution")
+
+
+def _chunks(items, per_item: int):
+    """Consecutive groups of items of equal volume shape, at most :data:`CHUNK` elements each."""
+    group: list = []
+    for it in items:
+        if group and (tuple(it.explanation.volume.shape) != tuple(group[0].explanation.volume.shape)
+                      or (len(group) + 1) * per_item > CHUNK):
+            yield group
+            group = []
+        group.append(it)
+    if group:
+        yield group
 
 
 @METRICS.register("segmentation")
 class Segmentation(Metric):
     """Chefer et al. (CVPR 2021) segmentation protocol: pixel accuracy, mIoU, mAP (module docstring)."""
 
-    name = "segmentation"
-    outputs = {"pixel_accuracy": True, "miou": True, "map": True}
+    Config = SegmentationConfig
+    outputs = {
+        "pixel_accuracy": Output(True, QUALITY, RatioOfSums((("_correct", "_labelled"),))),
+        "miou": Output(True, QUALITY, RatioOfSums((("_inter_bg", "_union_bg"), ("_inter_fg", "_union_fg")))),
+        "map": Output(True, QUALITY),
+    }
     requires = ("mask",)
+    version = "2"  # batched torch implementation; values equal to version 1 (numpy / scikit-learn)
 
-    def compute(self, ctx):
-        vol = ctx.explanation.volume.detach().cpu().numpy()
-        mask = ctx.mask.detach().cpu().numpy().astype(bool)
-        if vol.shape != mask.shape:
-            raise UserError(f"explanation volume {vol.shape} and ground-truth mask {mask.shape} differ in shape; "
-                            f"the dataset's mask must be at the model's input resolution")
-        norm = normalise(vol)
-        c = counts(norm, mask)
-        y2 = np.concatenate([~mask.reshape(-1), mask.reshape(-1)])
-        if vol.max() > vol.min():
-            s2 = np.concatenate([1.0 - norm.reshape(-1), norm.reshape(-1)])
-        else:  # as the reference code: min-max of a constant map is 0/0 = NaN, set to 0 in *both* channels
-            s2 = np.zeros(2 * norm.size)
-        out = {**c, **self.reduce([c])}
-        out["map"] = float(np.nan_to_num(_ap(y2, s2)))
+    def evaluate(self, batch: EvalBatch):
+        out: List[Optional[dict]] = []
+        for it in batch.items:
+            check_shapes(it.explanation.volume, it.mask)
+        n_el = max((it.explanation.volume.numel() for it in batch.items), default=1)
+        for group in _chunks(batch.items, n_el):
+            dev = group[0].explanation.volume.device
+            vol = torch.stack([it.explanation.volume.detach().reshape(-1) for it in group]).to(dev).double()
+            mask = torch.stack([it.mask.reshape(-1).to(dev).bool() for it in group])
+            norm, constant = _normalise_rows(vol)
+            cnt = _counts_rows(norm, mask).cpu().tolist()
+            constant = constant.tolist()
+            for j in range(len(group)):
+                state = dict(zip(HIDDEN, cnt[j]))
+                row = {name: o.aggregation.compute([state]) for name, o in self.outputs.items()
+                       if o.aggregation.dataset_level}
+                row["map"] = two_channel_ap(norm[j], mask[j], constant[j])
+                out.append({**row, **state})
         return out
 
-    @classmethod
-    def reduce(cls, rows) -> dict:
-        """Dataset-level ``pixel_accuracy`` and ``miou`` from the hidden per-sample counts (summed).
 
-        ``map`` is a plain mean of the per-sample values, which the
-        harness's usual aggregation already gives; it is not returned here.
-        """
-        rows = list(rows)
-        if not rows:
-            return {}
-        tot = {k: float(sum(r[k] for r in rows)) for k in HIDDEN}
-        out = {
-            "pixel_accuracy": tot["_correct"] / (EPS + tot["_labelled"]),
-            "miou": 0.5 * (tot["_inter_bg"] / (EPS + tot["_union_bg"]) + tot["_inter_fg"] / (EPS + tot["_union_fg"])),
-        }
-        return out
+__all__ = ["Segmentation", "SegmentationConfig", "average_precision", "average_precisions", "normalise", "counts",
+           "two_channel_ap", "EPS", "HIDDEN"]
