@@ -109,10 +109,11 @@ def _utf16(s: str) -> np.ndarray:
     return np.frombuffer(s.encode("utf-16-le"), dtype=np.uint16).reshape(-1, 1)
 
 
-def write_gtsegs(path: Path, images, masks, ids) -> Path:
-    """Write ``gtsegs_ijcv.mat``'s layout: images (H, W, 3) uint8, masks (H, W) 0/1,
-    ids (strings).  MATLAB stores arrays column-major, so an H x W x 3 image is an
-    HDF5 dataset of shape (3, W, H) and an H x W mask one of shape (W, H)."""
+def write_gtsegs(path: Path, images, masks, ids, compression=None) -> Path:
+    """Write ``gtsegs_ijcv.mat``'s layout: images (H, W, 3) or (H, W) of any dtype (uint8 as in the published
+    file), masks (H, W) 0/1, ids (strings).  MATLAB stores arrays column-major, so an H x W x 3 image is an
+    HDF5 dataset of shape (3, W, H) and an H x W mask one of shape (W, H).  ``compression="gzip"``: deflate
+    the images and masks as MATLAB does for large arrays."""
     import h5py
 
     n = len(images)
@@ -124,10 +125,13 @@ def write_gtsegs(path: Path, images, masks, ids) -> Path:
         gt = value.create_dataset("gt", (n, 1), dtype=ref_dt)
         idd = value.create_dataset("id", (n, 1), dtype=ref_dt)
         for i in range(n):
-            d = refs.create_dataset(f"img{i}", data=np.ascontiguousarray(np.asarray(images[i]).transpose(2, 1, 0)))
+            a = np.asarray(images[i])
+            d = refs.create_dataset(f"img{i}", data=np.ascontiguousarray(a.T if a.ndim == 2 else a.transpose(2, 1, 0)),
+                                    compression=compression)
             d.attrs["MATLAB_class"] = np.bytes_("uint8")
             img[i, 0] = d.ref
-            m = refs.create_dataset(f"mask{i}", data=np.ascontiguousarray(np.asarray(masks[i], np.uint8).T))
+            m = refs.create_dataset(f"mask{i}", data=np.ascontiguousarray(np.asarray(masks[i], np.uint8).T),
+                                    compression=compression)
             m.attrs["MATLAB_class"] = np.bytes_("uint8")
             cell = refs.create_dataset(f"gtcell{i}", (1, 1), dtype=ref_dt)
             cell[0, 0] = m.ref
@@ -138,6 +142,58 @@ def write_gtsegs(path: Path, images, masks, ids) -> Path:
             idd[i, 0] = s.ref
         for d in (img, gt, idd):
             d.attrs["MATLAB_class"] = np.bytes_("cell")
+    _matlab_header(path)
+    return path
+
+
+def _matlab_header(path: Path) -> None:
     with open(path, "r+b") as fh:  # MATLAB's text header lives in the userblock
         fh.write(MATLAB_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
+
+
+#: crafted files (a few KB each) whose declarations would exhaust memory if trusted, and odd pixel types
+CRAFTED = ("records", "huge_image", "unwritten", "float01", "float255", "complex", "negative", "string")
+
+
+def write_crafted_gtsegs(path: Path, kind: str) -> Path:
+    """A MATLAB v7.3 file in gtsegs_ijcv.mat's layout with one odd record (``kind`` in :data:`CRAFTED`):
+
+    * ``records``: /value/img and /value/gt declare 10^9 records (nothing stored: a few KB);
+    * ``huge_image``: record 0's image declares 3 x 60000 x 60000 (and its mask 60000 x 60000), nothing stored;
+    * ``unwritten``: record 0's image declares a plausible 3 x 300 x 200 that was never written;
+    * ``float01`` (valid) / ``float255``: a float64 image with values in [0, 1] / [0, 255];
+    * ``complex``, ``negative`` (int16 with values down to -100), ``string`` (an array of 1-byte strings).
+    """
+    import h5py
+
+    rng = np.random.default_rng(0)
+    h, w = 12, 10
+    mask = np.zeros((h, w), np.uint8)
+    mask[3:9, 2:7] = 1
+    pixels = {
+        "float01": lambda: rng.random((h, w, 3)),
+        "float255": lambda: rng.random((h, w, 3)) * 255.0,
+        "complex": lambda: (rng.random((h, w, 3)) + 1j * rng.random((h, w, 3))).astype(np.complex64),
+        "negative": lambda: rng.integers(-100, 100, (h, w, 3)).astype(np.int16),
+        "string": lambda: np.full((h, w, 3), b"a", dtype="S1"),
+    }
+    if kind in pixels:
+        return write_gtsegs(path, [pixels[kind]()], [mask], ["n01440764_1"])
+    if kind not in CRAFTED:
+        raise ValueError(kind)
+    write_gtsegs(path, [rng.integers(0, 256, (h, w, 3), np.uint8)], [mask], ["n01440764_1"])
+    with h5py.File(path, "r+") as f:
+        if kind == "records":
+            for name in ("img", "gt", "id"):
+                first = f["value"][name][0, 0]
+                del f["value"][name]
+                d = f["value"].create_dataset(name, (10**9, 1), dtype=h5py.ref_dtype, chunks=(1, 1))
+                d[0, 0] = first
+        else:
+            del f["#refs#"]["img0"], f["#refs#"]["mask0"]
+            shape = (3, 60000, 60000) if kind == "huge_image" else (3, 200, 300)
+            d = f["#refs#"].create_dataset("img0", shape, dtype=np.uint8, chunks=(1, 64, 64), compression="gzip")
+            m = f["#refs#"].create_dataset("mask0", shape[1:], dtype=np.uint8, chunks=(64, 64), compression="gzip")
+            f["value"]["img"][0, 0] = d.ref
+            f["#refs#"]["gtcell0"][0, 0] = m.ref
     return path

@@ -48,7 +48,8 @@ def test_packaged_class_list_is_the_canonical_one():
 
 
 def test_tree_layout_decodes_first_frames_and_skips_bad_videos(kin):
-    ds = datasets.create("kinetics400", root=str(kin["tree"]), frames=8, size=32)
+    ds = datasets.create("kinetics400", root=str(kin["tree"]), split="test", sampling="first", frames=8,
+                         size=32)
     assert len(ds) == 9  # every annotated clip of the split, the absent one included
     good, skipped = collect(ds)
     assert set(skipped) == {kin["missing"], kin["corrupt"], kin["short"]}
@@ -67,7 +68,7 @@ def test_tree_layout_decodes_first_frames_and_skips_bad_videos(kin):
 
 
 def test_uniform_sampling_takes_segment_centres(kin):
-    ds = Kinetics400(root=kin["tree"], frames=8, size=32, sampling="uniform")
+    ds = Kinetics400(root=kin["tree"], split="test", frames=8, size=32, sampling="uniform")
     good, _ = collect(ds)
     expected = [int((k + 0.5) * N_FRAMES / 8) for k in range(8)]  # 0, 2, 3, 5, 6, 8, 9, 11
     assert expected == [0, 2, 3, 5, 6, 8, 9, 11]
@@ -76,7 +77,7 @@ def test_uniform_sampling_takes_segment_centres(kin):
 
 
 def test_flat_layout_gives_the_same_clips(kin):
-    tree = Kinetics400(root=kin["tree"], frames=8, size=32)
+    tree = Kinetics400(root=kin["tree"], split="test", frames=8, size=32)
     flat = Kinetics400(root=kin["flat"], list_file="test_list.txt", frames=8, size=32)
     assert flat.layout == "flat" and len(flat) == len(tree)
     g_tree, _ = collect(tree)
@@ -131,18 +132,18 @@ def test_decoded_clip_is_resized_short_side_then_centre_cropped(tmp_path):
 
 
 def test_subset_selection_is_seeded_per_class_and_in_total(kin):
-    a = Kinetics400(root=kin["tree"], n_per_class=2, seed=0, frames=8, size=32)
-    b = Kinetics400(root=kin["tree"], n_per_class=2, seed=0, frames=8, size=32)
+    a = Kinetics400(root=kin["tree"], split="test", n_per_class=2, seed=0, frames=8, size=32)
+    b = Kinetics400(root=kin["tree"], split="test", n_per_class=2, seed=0, frames=8, size=32)
     ids = [e.sample_id for e in a.entries]
     assert ids == [e.sample_id for e in b.entries]
     per_class = {c: sum(e.class_name == c for e in a.entries) for c in CLASSES}
     assert per_class == {c: 2 for c in CLASSES}
-    choices = {tuple(e.sample_id for e in Kinetics400(root=kin["tree"], n_per_class=1, seed=s).entries)
+    choices = {tuple(e.sample_id for e in Kinetics400(root=kin["tree"], split="test", n_per_class=1, seed=s).entries)
                for s in range(8)}
     assert len(choices) > 1  # the seed matters
-    tot = Kinetics400(root=kin["tree"], n_samples=4, seed=3)
+    tot = Kinetics400(root=kin["tree"], split="test", n_samples=4, seed=3)
     assert len(tot) == 4 and [e.sample_id for e in tot.entries] == \
-        [e.sample_id for e in Kinetics400(root=kin["tree"], n_samples=4, seed=3).entries]
+        [e.sample_id for e in Kinetics400(root=kin["tree"], split="test", n_samples=4, seed=3).entries]
 
 
 def test_selection_does_not_depend_on_annotation_row_order(kin, tmp_path):
@@ -153,8 +154,8 @@ def test_selection_does_not_depend_on_annotation_row_order(kin, tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    a = Kinetics400(root=kin["tree"], n_per_class=1, seed=5)
-    b = Kinetics400(root=kin["tree"], annotations=str(shuffled), n_per_class=1, seed=5)
+    a = Kinetics400(root=kin["tree"], split="test", n_per_class=1, seed=5)
+    b = Kinetics400(root=kin["tree"], split="test", annotations=str(shuffled), n_per_class=1, seed=5)
     assert [e.sample_id for e in a.entries] == [e.sample_id for e in b.entries]
 
 
@@ -176,7 +177,7 @@ def test_labels_map_to_the_model_id2label(kin):
     canon = read_class_list()
     model_labels = canon[::-1]  # a model with another label order
     model_labels[model_labels.index("air drumming")] = "Air_Drumming"  # another spelling of the same class
-    ds = Kinetics400(root=kin["tree"], labels=model_labels, frames=8, size=32)
+    ds = Kinetics400(root=kin["tree"], split="test", labels=model_labels, frames=8, size=32)
     good, _ = collect(ds)
     for s in good.values():
         assert s.label == 399 - canon.index(s.meta["class_name"])
@@ -186,7 +187,7 @@ def test_unmappable_names_are_listed(kin):
     canon = read_class_list()
     labels = [c for c in canon if c not in ("zumba", "abseiling")] + ["other1", "other2"]
     with pytest.raises(UserError) as e:
-        Kinetics400(root=kin["tree"], labels=labels)
+        Kinetics400(root=kin["tree"], split="test", labels=labels)
     assert "['abseiling', 'zumba']" in str(e.value) and "label_mode=none" in str(e.value)
 
 
@@ -195,16 +196,16 @@ def test_unnamed_labels_need_400_outputs_or_label_mode_none(kin):
 
     small = models.create("hf_timesformer", num_labels=4, image_size=32, patch_size=8, num_frames=4, hidden_size=32,
                           num_hidden_layers=1, num_attention_heads=2)
-    ds = Kinetics400(root=kin["tree"])
+    ds = Kinetics400(root=kin["tree"], split="test")
     with pytest.raises(UserError, match="4 unnamed classes"):
         ds.bind(small)
-    ds = Kinetics400(root=kin["tree"], label_mode="none").bind(small)
+    ds = Kinetics400(root=kin["tree"], split="test", label_mode="none").bind(small)
     assert (ds.frames, ds.size) == (4, 32)
     good, _ = collect(ds)
     assert all(s.label is None and s.x.shape == (4, 3, 32, 32) for s in good.values())
     big = models.create("hf_timesformer", num_labels=400, image_size=32, patch_size=8, num_frames=4, hidden_size=32,
                         num_hidden_layers=1, num_attention_heads=2)
-    ds = Kinetics400(root=kin["tree"]).bind(big)  # LABEL_0.. LABEL_399 read as the canonical classes
+    ds = Kinetics400(root=kin["tree"], split="test").bind(big)  # LABEL_0.. LABEL_399 read as the canonical classes
     good, _ = collect(ds)
     assert {s.label for s in good.values()} == {0, 1, 399}
     logits = big.predict(torch.stack([s.x for s in good.values()]))
@@ -215,7 +216,7 @@ def test_wrong_csv_header_is_explained(kin, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("class,video,start,end\nabseiling,xyz,0,10\n")
     with pytest.raises(UserError) as e:
-        Kinetics400(root=kin["tree"], annotations=str(bad))
+        Kinetics400(root=kin["tree"], split="test", annotations=str(bad))
     msg = str(e.value)
     assert "label,youtube_id,time_start,time_end,split" in msg and "class,video,start,end" in msg
     assert "youtube_id" in msg.split("columns")[1]
@@ -226,13 +227,13 @@ def test_root_from_environment_and_clear_errors(kin, monkeypatch, tmp_path):
     with pytest.raises(UserError, match="XAIBENCH_KINETICS_ROOT"):
         datasets.create("kinetics400")
     monkeypatch.setenv("XAIBENCH_KINETICS_ROOT", str(kin["tree"]))
-    assert len(datasets.create("kinetics400", n_samples=2)) == 2
-    with pytest.raises(UserError, match="sampling"):
+    assert len(datasets.create("kinetics400", split="test", n_samples=2)) == 2
+    with pytest.raises(UserError, match="dataset.sampling=random is not allowed: valid values are uniform, first"):
         datasets.create("kinetics400", sampling="random")
     with pytest.raises(UserError, match="no Kinetics-400 annotation CSV"):
         datasets.create("kinetics400", root=str(tmp_path))
-    with pytest.raises(UserError, match="bad parameters"):
-        datasets.create("kinetics400", nonsense=1)
+    with pytest.raises(UserError, match="dataset.n_sample is not a parameter of kinetics400. Did you mean 'n_samples'"):
+        datasets.create("kinetics400", n_sample=1)
 
 
 def test_the_session_data_folder_is_empty_and_temporary():
@@ -253,12 +254,12 @@ def test_default_root_is_the_fetched_copy_in_the_data_folder(kin, tmp_path, monk
         datasets.create("kinetics400")
     assert str(data / "kinetics400") in str(e.value)
     shutil.copytree(kin["tree"], data / "kinetics400")  # where `xaibench-fetch kinetics400` puts it
-    ds = datasets.create("kinetics400", frames=8, size=32)
+    ds = datasets.create("kinetics400", split="test", frames=8, size=32)
     assert len(ds) == 9 and ds.root == data / "kinetics400"
 
 
 def test_only_present_selects_among_existing_files(kin):
-    ds = Kinetics400(root=kin["tree"], only_present=True)
+    ds = Kinetics400(root=kin["tree"], split="test", only_present=True)
     assert len(ds) == 8 and ds.n_absent_total == 1
     assert kin["missing"] not in [e.sample_id for e in ds.entries]
 

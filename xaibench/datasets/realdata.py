@@ -6,7 +6,12 @@
 * :func:`model_preprocess`: what a model adapter expects (frames, resize, crop,
   label names), read from ``adapter.preprocess`` when the adapter was loaded by
   :mod:`xaibench.models.pretrained` and from its geometry otherwise;
-* :func:`norm_label`: the label-name normalisation used for mapping class names.
+* :func:`norm_label`: the label-name normalisation used for mapping class names;
+* :class:`SubsetConfig`: the typed parameters both loaders share (subset, seed, label mode);
+* :func:`path_component_problem` / :func:`relative_path_problem`: names read from data files (CSV labels,
+  YouTube ids, list-file entries) are checked before they become paths, so no data file can make a loader or
+  ``xaibench-fetch`` read or write outside its folder;
+* :func:`file_stat`: size and modification time of a file, for the datasets' fingerprints.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, check_range
+from ..config import ComponentConfig, param
+from ..errors import UserError
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -47,6 +54,22 @@ def unnamed(labels: Optional[Sequence[str]]) -> bool:
     return all(_UNNAMED.match(str(lab).strip().lower()) for lab in labels)
 
 
+@dataclass
+class SubsetConfig(ComponentConfig):
+    """Parameters shared by the real-data loaders (``kinetics400``, ``imagenet_seg``).
+
+    ``n_samples`` and ``n_per_class`` have no upper bound: they cap a selection among the items the data
+    holds, so a huge value means "all of them" and never allocates anything by its size."""
+
+    n_per_class: Optional[int] = param(None, range=(1, None),
+                                       help="at most this many items of every class (seeded choice); null: all")
+    n_samples: Optional[int] = param(None, range=(1, None),
+                                     help="at most this many items in total, after n_per_class (seeded); null: all")
+    seed: int = param(0, range=(0, None), help="seed of the subset choice")
+    label_mode: str = param("map", choices=("map", "none"),
+                            help="map: class names to the model's labels; none: label None (explain the prediction)")
+
+
 def select_subset(keys: Sequence, classes: Sequence, *, n_per_class=None, n_samples=None, seed: int = 0) -> List[int]:
     """Indices of a seeded subset of items.
 
@@ -56,12 +79,12 @@ def select_subset(keys: Sequence, classes: Sequence, *, n_per_class=None, n_samp
     (all of a class when it has fewer); ``n_samples``: that many items in total
     (after the per-class selection when both are set).  Selection uses
     ``numpy.random.default_rng(seed)``; the returned indices are ordered by
-    (class, key).
+    (class, key).  Work and memory grow with the number of items, never with ``n_per_class`` or
+    ``n_samples`` (checked positive integers, any size).
     """
     order = sorted(range(len(keys)), key=lambda i: (str(classes[i]), str(keys[i])))
     rng = np.random.default_rng(int(seed))
     if n_per_class is not None:
-        n_per_class = check_range("dataset.n_per_class", n_per_class, 1, 10**6, integer=True)
         by_class: Dict[str, List[int]] = defaultdict(list)
         for i in order:
             by_class[str(classes[i])].append(i)
@@ -72,7 +95,6 @@ def select_subset(keys: Sequence, classes: Sequence, *, n_per_class=None, n_samp
             chosen += [items[j] for j in sorted(perm)]
         order = chosen
     if n_samples is not None:
-        n_samples = check_range("dataset.n_samples", n_samples, 1, 10**8, integer=True)
         if n_samples < len(order):
             perm = np.sort(rng.permutation(len(order))[:n_samples])
             order = [order[j] for j in perm]
@@ -181,3 +203,55 @@ def read_class_list(path=None) -> List[str]:
         raise UserError(f"class list {p} does not exist")
     names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
     return names
+
+
+# --------------------------------------------------------------- paths from data files
+def path_component_problem(name: str) -> Optional[str]:
+    """Why ``name`` (read from a data file) cannot be one folder or file name, or ``None`` when it can.
+
+    Refused: empty, ``.``, ``..``, anything with a path separator (``/`` or ``\\``), a NUL or another
+    control character, and a name longer than 255 characters."""
+    s = str(name)
+    if s.strip() in ("", ".", ".."):
+        return f"{s!r} is not a file or folder name"
+    if "/" in s or "\\" in s:
+        return f"{s!r} contains a path separator"
+    if any(ord(c) < 32 for c in s):
+        return f"{s!r} contains a control character"
+    if len(s) > 255:
+        return f"{s[:40]!r}... is longer than 255 characters"
+    return None
+
+
+def relative_path_problem(rel: str) -> Optional[str]:
+    """Why ``rel`` (a file named in a list file) would leave its folder, or ``None`` when it stays inside:
+    absolute paths, drive letters and ``..`` components are refused."""
+    s = str(rel)
+    if not s.strip() or any(ord(c) < 32 for c in s):
+        return f"{s!r} is not a relative file path"
+    for pure in (PurePosixPath(s), PureWindowsPath(s)):
+        if pure.is_absolute() or pure.drive or pure.root:
+            return f"{s!r} is an absolute path"
+        if ".." in pure.parts:
+            return f"{s!r} leads out of its folder ('..')"
+    return None
+
+
+def file_stat(path) -> Optional[List[int]]:
+    """``[size in bytes, modification time in ns]`` of a file, or ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def digest(lines) -> str:
+    """SHA-256 of text lines (a compact, order-sensitive identity for fingerprints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(str(line).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()

@@ -49,7 +49,7 @@ from urllib.parse import urljoin, urlparse
 from tqdm import tqdm
 
 from ..datasets.kinetics400 import canonical_split, read_annotations
-from ..datasets.realdata import DATA_ENV, FETCHED, data_home
+from ..datasets.realdata import DATA_ENV, FETCHED, data_home, path_component_problem
 from ..errors import UserError, check_range
 
 # Public locations (docs/fetch.md says where each was found).
@@ -116,16 +116,37 @@ def remote_size(url: str) -> Optional[int]:
     return int(n) if n and n.isdigit() else None
 
 
-def _read_small(url: str, limit: int = 10 << 20) -> bytes:
-    """The body of a small file (a path list), read into memory."""
-    with _request(url) as r:
-        try:
-            data = r.read(limit + 1)
-        except (http.client.HTTPException, OSError) as e:
-            raise UserError(f"the transfer of {url} was interrupted ({e}); run the command again") from None
-    if len(data) > limit:
-        raise UserError(f"{url} is larger than {_size(limit)}; it is not a path list, check --url")
-    return data
+def _read_small(url: str, limit: int = 10 << 20, *, retries: int = RETRIES) -> bytes:
+    """The whole body of a small file (a path list), read into memory.
+
+    Complete or an error: the bytes received must equal the announced ``Content-Length`` (a dropped or cut
+    transfer is fetched again, up to ``retries`` times, then refused with both numbers); chunked answers
+    end with their terminating chunk (http.client raises otherwise)."""
+    for attempt in range(retries + 1):
+        with _request(url) as r:
+            length = r.headers.get("Content-Length")
+            announced = int(length) if length and length.strip().isdigit() else None
+            if announced is not None and announced > limit:
+                raise UserError(f"{url} is {_size(announced)}, larger than {_size(limit)}; it is not a path list, "
+                                f"check --url")
+            try:
+                data = r.read(limit + 1)
+                cut = None
+            except http.client.IncompleteRead as e:
+                data, cut = e.partial, e
+            except (http.client.HTTPException, OSError) as e:
+                data, cut = b"", e
+        if len(data) > limit:
+            raise UserError(f"{url} is larger than {_size(limit)}; it is not a path list, check --url")
+        if cut is None and (announced is None or len(data) == announced):
+            return data
+        got = (f"the server announced {announced} bytes and sent {len(data)}" if announced is not None
+               else f"the transfer broke off after {len(data)} bytes ({cut})")
+        if attempt < retries:
+            continue
+        raise UserError(f"{url} is truncated: {got} ({retries + 1} tries); nothing was used. Run the command again "
+                        f"later, or point --url at another mirror")
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------ disk and files
@@ -253,25 +274,26 @@ def download(url: str, part: Path, *, retries: int = RETRIES, extract_space: boo
 
 # ------------------------------------------------------------- imagenet_seg
 def verify_gtsegs(path: Path, quiet: bool = False) -> int:
-    """Number of records of a ``gtsegs_ijcv.mat`` file; :class:`UserError` unless
-    it is an HDF5 file with ``/value/img`` and ``/value/gt`` of equal length whose
-    every image and mask reads (MATLAB v7.3 data is deflate-compressed, so
-    reading every record also detects damaged bytes)."""
+    """Number of records of a ``gtsegs_ijcv.mat`` file; :class:`CorruptDownload` unless it is an HDF5 file with
+    the layout whose every record passes the loader's checks (:class:`~xaibench.datasets.imagenet_seg.GtsegsFile`:
+    declared sizes within bounds and backed by stored bytes, before anything is read; 8-bit or [0, 1] pixels)
+    and reads back (MATLAB v7.3 data is deflate-compressed, so reading every record also detects damaged
+    bytes)."""
     import h5py
+
+    from ..datasets.imagenet_seg import GtsegsFile
 
     try:
         with h5py.File(path, "r") as f:
-            img, gt = f["/value/img"], f["/value/gt"]
-            n = int(img.shape[0])
-            if gt.shape[0] != n:
-                raise ValueError(f"/value/img has {n} records but /value/gt has {gt.shape[0]}")
-            for i in tqdm(range(n), desc="verifying", unit=" records", disable=quiet, leave=False):
-                f[img[i, 0]][()]
-                f[f[gt[i, 0]][0, 0]][()]
+            records = GtsegsFile(f, path, help="")
+            for i in tqdm(range(records.n), desc="verifying", unit=" records", disable=quiet, leave=False):
+                records.read(i)
+    except UserError as e:
+        raise CorruptDownload(f"{path.name} is not a valid gtsegs_ijcv.mat: {e}") from None
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         raise CorruptDownload(f"{path.name} is not a valid gtsegs_ijcv.mat (an HDF5 file with /value/img and "
                               f"/value/gt whose records all read): {type(e).__name__}: {e}") from None
-    return n
+    return records.n
 
 
 def fetch_imagenet_seg(data: Path, base: str, *, dry_run: bool = False, quiet: bool = False) -> Path:
@@ -314,31 +336,80 @@ def _folder_name(label: str) -> str:
     return re.sub(r"[\\/\s]+", "_", label.strip())
 
 
+def parse_path_list(text: str, list_url: str) -> List[str]:
+    """The tarball file names of a Kinetics path list, checked for completeness.
+
+    One absolute tarball URL per line.  Refused: a line that is not a tar archive's URL (or, for the last
+    line of a list without a final newline, a cut line: "truncated"), a name listed twice, and a list of
+    ``part_<i>`` archives whose numbers have a gap (a list that lost lines)."""
+    lines = text.splitlines()
+    ended = text.endswith(("\n", "\r"))
+    names = []
+    for k, raw in enumerate(lines):
+        line = raw.strip()
+        if not line:
+            continue
+        name = posixpath.basename(urlparse(line).path)
+        if not re.fullmatch(r"[\w.-]+\.(tar\.gz|tgz|tar)", name):
+            if k == len(lines) - 1 and not ended and names:
+                raise UserError(f"{list_url} is truncated: it ends in the middle of a line ({line[-60:]!r}) after "
+                                f"{len(names)} complete tarball URL(s); run the command again, or use another --url")
+            raise UserError(f"{list_url} line {k + 1} lists {line[:100]!r}, not a tar archive; it is not a Kinetics "
+                            f"path list, check --url")
+        names.append(name)
+    if not names:
+        raise UserError(f"{list_url} lists no tarballs; check --url")
+    dup = [n for n, c in Counter(names).items() if c > 1]
+    if dup:
+        raise UserError(f"{list_url} lists {dup[0]} {Counter(names)[dup[0]]} times; it is not a valid path list")
+    nums = [re.fullmatch(r"part_(\d+)\.(?:tar\.gz|tgz|tar)", n) for n in names]
+    if all(nums):
+        have = sorted(int(m[1]) for m in nums)
+        gaps = sorted(set(range(have[0], have[-1] + 1)) - set(have))
+        if gaps:
+            raise UserError(f"{list_url} is incomplete: it lists {len(names)} part_<i> tarballs but not part_{gaps[0]}"
+                            + (f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else "")
+                            + "; run the command again, or use another --url")
+    ext = [n[n.index(".tar") if ".tar" in n else n.rindex("."):] for n in names]
+    if not ended and len(names) > 1 and ext[-1] not in ext[:-1] and len(set(ext[:-1])) == 1:
+        raise UserError(f"{list_url} is truncated: its last line ends in {names[-1]!r} without a line end, where "
+                        f"every other tarball ends in {ext[0]!r}; run the command again, or use another --url")
+    return names
+
+
 def tarball_urls(base: str, split: str) -> List[str]:
-    """The split's tarballs, from the mirror's path list ``<base>/<split>/k400_<split>_path.txt``.
+    """The split's tarballs, from the mirror's path list ``<base>/<split>/k400_<split>_path.txt``
+    (complete: :func:`_read_small`, :func:`parse_path_list`).
 
     The list holds absolute URLs of the CVDF bucket; only their file names are
     kept and resolved against ``base``, so ``--url`` redirects the tarballs too."""
     list_url = urljoin(base, f"{split}/k400_{split}_path.txt")
     text = _read_small(list_url).decode("utf-8", errors="replace")
-    names = []
-    for line in text.split():
-        name = posixpath.basename(urlparse(line).path)
-        if not re.fullmatch(r"[\w.-]+\.(tar\.gz|tgz|tar)", name):
-            raise UserError(f"{list_url} lists {line!r}, not a tar archive; it is not a Kinetics path list, "
-                            f"check --url")
-        names.append(urljoin(base, f"{split}/{name}"))
-    if not names:
-        raise UserError(f"{list_url} lists no tarballs; check --url")
-    return names
+    return [urljoin(base, f"{split}/{name}") for name in parse_path_list(text, list_url)]
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
 
 
 def _open_tar(path: Path):
     """``(raw stream, tarfile in stream mode)``: gzip-decompressed when the file starts with the gzip magic."""
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    raw = gzip.open(path, "rb") if gz else open(path, "rb")
+    raw = gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
     return raw, tarfile.open(fileobj=raw, mode="r|")
+
+
+def _check_tar_end(path: Path) -> None:
+    """An uncompressed tar archive must end with its end-of-archive marker (two zero blocks of 512 bytes);
+    one cut at a member boundary reads without error but lacks it.  (A gzip archive is checked by its
+    CRC-32 and length trailer instead.)"""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(size - 1024, 0))
+        tail = fh.read()
+    if size % 512 or len(tail) < 1024 or tail.strip(b"\x00"):
+        raise CorruptDownload(f"{path.name} is truncated: a tar archive ends with two empty 512-byte blocks, this "
+                              f"one ({size} bytes) does not")
 
 
 def extract_clips(archive: Path, wanted: Dict[str, Tuple[str, Path]], staging: Path,
@@ -377,6 +448,8 @@ def extract_clips(archive: Path, wanted: Dict[str, Tuple[str, Path]], staging: P
                 taken[label] += 1
             while raw.read(CHUNK):  # to the end: gzip verifies its CRC-32 and length trailer
                 pass
+        if not _is_gzip(archive):
+            _check_tar_end(archive)
     except UserError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -430,7 +503,10 @@ def fetch_kinetics400(data: Path, base: str, *, split: str = "val", classes: Opt
             part.unlink()
             raise UserError(f"the annotation file from {ann_url} was deleted: {e}") from None
         part.replace(official)
-    rows = [r for r in read_annotations(official) if not r["split"] or canonical_split(r["split"]) == split]
+    try:
+        rows = [r for r in read_annotations(official) if not r["split"] or canonical_split(r["split"]) == split]
+    except UserError as e:
+        raise UserError(f"{e}. Delete {official} and run the command again") from None
     if not rows:
         raise UserError(f"{official} has no rows of split {split!r}; delete it and run the command again")
     labels = sorted({r["label"] for r in rows})
@@ -442,7 +518,14 @@ def fetch_kinetics400(data: Path, base: str, *, split: str = "val", classes: Opt
     chosen = set(labels)
 
     def final(r: dict) -> Path:
-        return root / split / _folder_name(r["label"]) / f"{_stem(r)}.mp4"
+        # the label and youtube_id were checked by read_annotations (one folder name, a YouTube id); the folder
+        # name derived from the label is checked again, so no row can place a file outside <root>/<split>/<class>
+        folder = _folder_name(r["label"])
+        problem = path_component_problem(folder)
+        if problem:
+            raise UserError(f"{official}: label {r['label']!r} gives the folder name {problem}; delete the file and "
+                            f"run the command again")
+        return root / split / folder / f"{_stem(r)}.mp4"
 
     todo = {_stem(r): (r["label"], final(r)) for r in rows if r["label"] in chosen}
     available = Counter(label for label, _ in todo.values())
@@ -450,6 +533,7 @@ def fetch_kinetics400(data: Path, base: str, *, split: str = "val", classes: Opt
     target = {c: min(available[c], per_class) if per_class else available[c] for c in labels}
     done_file = work / "done.txt"
     done = set(done_file.read_text().split()) if done_file.exists() else set()
+    read = 0
     for url in tars:
         name = posixpath.basename(urlparse(url).path)
         limit = {c: target[c] - have[c] for c in labels if target[c] > have[c]}
@@ -467,6 +551,7 @@ def fetch_kinetics400(data: Path, base: str, *, split: str = "val", classes: Opt
             raise UserError(f"the download from {url} is corrupt and was deleted: {e}. Run the command again; if "
                             f"it fails again, the server is sending a broken file: try another --url") from None
         part.unlink()
+        read += 1
         have.update(todo[s][0] for s in got)
         if not subset:
             with open(done_file, "a") as fh:
@@ -483,9 +568,11 @@ def fetch_kinetics400(data: Path, base: str, *, split: str = "val", classes: Opt
     else:
         shutil.copyfile(official, csv_path)
     n_have, n_target = sum(have[c] for c in labels), sum(target.values())
+    # clips missing after the loop: every tarball of the (complete, checked) path list was read, now or before
     _say(f"kinetics400 {split}: {n_have} clip(s) of {len(labels)} class(es) in {root / split}"
-         + (f"; {n_target - n_have} listed in the annotations were not in the tarballs" if n_have < n_target else "")
-         + f"; annotations in {csv_path}")
+         + (f"; {n_target - n_have} listed in the annotations were not in the {len(tars)} tarballs of the path list"
+            if n_have < n_target else "")
+         + f"; {read} tarball(s) read in this run; annotations in {csv_path}")
     return root
 
 
