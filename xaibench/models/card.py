@@ -95,9 +95,9 @@ class Readout(str):
         obj.weights = weights
         return obj
 
-    @classmethod
-    def of(cls, **weights: float) -> "Readout":
-        return cls(dict(weights))
+    @staticmethod
+    def of(**weights: float) -> "Readout":
+        return Readout(dict(weights))
 
     @property
     def groups(self) -> Tuple[str, ...]:
@@ -115,8 +115,8 @@ class Readout(str):
     def __reduce__(self):
         return (Readout, (dict(self.weights),))
 
-    def __repr__(self):
-        return f"Readout({str(self)!r})"
+    def __repr__(self):  # the name, as the plain strings of earlier versions printed
+        return str.__repr__(self)
 
 
 def _name(weights: Dict[str, float]) -> str:
