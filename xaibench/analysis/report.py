@@ -55,7 +55,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .table import (BENCH, CONTROLS, COST_METRICS, best_marks, decimals, format_cell, invalid_metrics, is_control,
+from .schema import COST, QUALITY, metric_kinds
+from .table import (BENCH, CONTROLS, best_marks, decimals, format_cell, invalid_metrics, is_control,
                     metric_order, params_text, parse_params, variant_labels)
 
 QUALITY_FOR_COST = ("insertion_auc", "faithfulness_correlation", "ap", "miou")
@@ -277,7 +278,8 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
     invalid = invalid_metrics(s, validity)
     out = []
     for bench, b in s.groupby(BENCH, sort=False, dropna=False):
-        metrics = metric_order(b["metric"])
+        kinds = dict(zip(b["metric"], metric_kinds(b)))
+        metrics = metric_order(b["metric"].tolist(), [kinds[m] for m in b["metric"]])
         notes, head = [], []
         for m in metrics:
             mb = b[b["metric"] == m]
@@ -286,7 +288,7 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
             if key in invalid:
                 notes.append(f"{m}: {invalid[key] or 'judged invalid on this benchmark'}")
                 note = len(notes)
-            head.append({"name": m, "parts": m.split("_"), "note": note, "cost": m in COST_METRICS,
+            head.append({"name": m, "parts": m.split("_"), "note": note, "cost": kinds[m] == COST,
                          "arrow": "↑" if bool(mb["higher_is_better"].iloc[0]) else "↓"})
         cells: Dict[tuple, dict] = {}
         for m in metrics:
@@ -313,10 +315,11 @@ def key_in(bench, metric, invalid) -> bool:
 
 
 def quality_metrics(s: pd.DataFrame, validity=None) -> pd.DataFrame:
-    """The rows of quality metrics: cost metrics and metrics judged invalid left out."""
+    """The rows of quality metrics (``metric_kind`` quality: cost, descriptive and sanity rows left out) not
+    judged invalid."""
     invalid = invalid_metrics(s, validity)
     bad = [tuple(r[c] for c in BENCH) + (r["metric"],) in invalid for _, r in s.iterrows()]
-    return s[~s["metric"].isin(COST_METRICS) & ~np.asarray(bad, dtype=bool)]
+    return s[(metric_kinds(s).to_numpy() == QUALITY) & ~np.asarray(bad, dtype=bool)]
 
 
 def mean_ranks(s: pd.DataFrame, ranking: Optional[pd.DataFrame], validity=None) -> pd.DataFrame:
@@ -468,7 +471,8 @@ def ablation_plots(s: pd.DataFrame) -> List[dict]:
     out = []
     for a in ablations(s):
         rows = a["rows"]
-        metrics = [m for m in pd.unique(rows["metric"]) if m not in COST_METRICS or m == "explain_time_s"]
+        kinds = dict(zip(rows["metric"], metric_kinds(rows)))
+        metrics = [m for m in pd.unique(rows["metric"]) if kinds[m] != COST or m == "explain_time_s"]
         if not metrics:
             continue
         ncol = min(4, len(metrics))
