@@ -1,5 +1,5 @@
-"""Perturbation, segmentation and cost metrics against hand computations; the tie policy against its
-closed-form expectation; seeding, batching and the output cache."""
+"""Perturbation and segmentation metrics against hand computations; the harness's memory measurement; the tie
+policy against its closed-form expectation; seeding, batching and the output cache."""
 
 import numpy as np
 import pytest
@@ -8,11 +8,10 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from xaibench import metrics, models
+from xaibench.datasets.base import Sample
 from xaibench.errors import UserError
 from xaibench.explanation import Explanation
-from xaibench.metrics.base import EvalContext
-from xaibench.metrics.cost import measure
-from xaibench.metrics.segmentation import Segmentation
+from xaibench.metrics.base import EvalContext, EvalItem, evaluate_items
 from xaibench.perturb import descending, feature_ids, feature_means, feature_totals, make_baseline, tie_orders
 
 PERTURBATION = ["faithfulness_correlation", "monotonicity_correlation", "monotonicity", "deletion_auc",
@@ -260,15 +259,23 @@ def test_constant_map_scores_the_mean_over_orders(net_adapter):
 
 
 # --------------------------------------------------------------------------- segmentation
+def seg_item(vol, mask, frames=None):
+    """One (sample, method) item with ground truth, for the segmentation and localisation metrics."""
+    T, H, W = vol.shape
+    sample = Sample(sample_id="s", x=torch.zeros(T, 3, H, W), label=0, mask=mask, frames=frames)
+    return EvalItem(sample=sample, method="m", explanation=Explanation(vol, vol.flatten(1).sum(1), vol), target=0,
+                    logits=torch.zeros(2), rng=np.random.default_rng(0))
+
+
+def evaluate(name, items, **params):
+    return evaluate_items(metrics.create(name, **params), None, items)
+
+
 def test_segmentation_hand_computed_case():
     # 1 frame, 2x3: normalised map [0, .25, 1; .5, 0, .75] -> mean .4167 -> pred [0,0,1;1,0,1]
     vol = torch.tensor([[[0.0, 1.0, 4.0], [2.0, 0.0, 3.0]]])
     mask = torch.tensor([[[False, True, True], [True, False, False]]])
-    ctx = EvalContext(
-        adapter=None, x=torch.zeros(1, 3, 2, 3), target=0,
-        explanation=Explanation(vol, torch.ones(1), vol), logits=torch.zeros(2), rng=np.random.default_rng(0),
-        mask=mask)
-    out = metrics.create("segmentation").compute(ctx)
+    out, = evaluate("segmentation", [seg_item(vol, mask)])
     # pred fg = {(0,2), (1,0), (1,2)}; mask fg = {(0,1), (0,2), (1,0)}
     # correct: (0,0) bg/bg, (0,2), (1,0), (1,1) bg/bg -> 4 / 6
     assert out["pixel_accuracy"] == pytest.approx(4 / 6)
@@ -277,23 +284,22 @@ def test_segmentation_hand_computed_case():
     assert (out["_correct"], out["_labelled"], out["_inter_fg"], out["_union_fg"]) == (4, 6, 2, 4)
     norm = np.array([0, 0.25, 1, 0.5, 0, 0.75])
     m = mask.numpy().reshape(-1)
-    assert metrics.create("localisation").compute(ctx)["ap"] == pytest.approx(average_precision_score(m, norm))
+    ap = evaluate("localisation", [seg_item(vol, mask)])[0]["ap"]
+    assert ap == pytest.approx(average_precision_score(m, norm))
     assert out["map"] == pytest.approx(average_precision_score(np.r_[~m, m], np.r_[1 - norm, norm]))
 
 
-def test_segmentation_reduce_sums_histograms_over_the_dataset():
+def test_segmentation_reduction_sums_histograms_over_the_dataset():
+    """The declared reductions (recomputed by the analysis from the journalled state, without the metric) equal
+    the counts summed over the dataset by hand."""
+    from xaibench.analysis.schema import declared_reductions, hidden_state, reduce_state
+
     rng = np.random.default_rng(3)
-    rows, ref = [], dict(correct=0, n=0, ib=0, ub=0, i_f=0, uf=0)
+    items, ref = [], dict(correct=0, n=0, ib=0, ub=0, i_f=0, uf=0)
     for i in range(4):
         vol = torch.from_numpy(rng.random((2, 6, 6)))
         mask = torch.from_numpy(rng.random((2, 6, 6)) < 0.3)
-        ctx = EvalContext(adapter=None, x=torch.zeros(2, 3, 6, 6), target=0,
-                          explanation=Explanation(vol, torch.ones(2), vol), logits=torch.zeros(2),
-                          rng=np.random.default_rng(0), mask=mask)
-        out = metrics.create("segmentation").compute(ctx)
-        fg_ap = metrics.create("localisation").compute(ctx)["ap"]
-        assert fg_ap == pytest.approx(average_precision_score(mask.numpy().ravel(), vol.numpy().ravel()))
-        rows.append({k: v for k, v in out.items() if k.startswith("_")})
+        items.append(seg_item(vol, mask))
         v = vol.numpy()
         nrm = (v - v.min()) / (v.max() - v.min())
         pred, gt = nrm > nrm.mean(), mask.numpy()
@@ -303,10 +309,20 @@ def test_segmentation_reduce_sums_histograms_over_the_dataset():
         ref["uf"] += (pred | gt).sum()
         ref["ib"] += (~pred & ~gt).sum()
         ref["ub"] += (~pred | ~gt).sum()
-    agg = Segmentation.reduce(rows)
+    seg = metrics.create("segmentation")
+    outs = evaluate_items(seg, None, items)
+    for it, out in zip(items, outs):
+        fg_ap = evaluate("localisation", [it])[0]["ap"]
+        assert fg_ap == pytest.approx(average_precision_score(it.mask.numpy().ravel(),
+                                                              it.explanation.volume.numpy().ravel()))
+    declared = declared_reductions(seg.outputs)
+    assert set(declared) == {"pixel_accuracy", "miou"}
+    agg = reduce_state(declared, [hidden_state(o) for o in outs])
     assert agg["pixel_accuracy"] == pytest.approx(ref["correct"] / ref["n"])
     assert agg["miou"] == pytest.approx((ref["i_f"] / ref["uf"] + ref["ib"] / ref["ub"]) / 2)
-    assert set(agg) == {"pixel_accuracy", "miou"}
+    # one sample's reported values are the same reduction over that sample alone
+    one = reduce_state(declared, [hidden_state(outs[0])])
+    assert outs[0]["pixel_accuracy"] == one["pixel_accuracy"] and outs[0]["miou"] == one["miou"]
 
 
 # --------------------------------------------------------------------------- seeds, batching, the cache
@@ -430,14 +446,14 @@ def test_bad_subset_size_and_cell_are_user_errors(mlp):
         metrics.create("deletion_auc", cell=3).compute(ctx_for(ad, x, vol))
 
 
-# --------------------------------------------------------------------------- cost
+# --------------------------------------------------------------------------- harness measurements
 def test_measure_sees_torch_cpu_allocations():
     """In a fresh process (in a long test session the allocator may already hold enough freed, resident memory
     to serve the allocation without raising the RSS: the measurement is a documented lower bound)."""
     import subprocess
     import sys
 
-    code = ("import torch; from xaibench.metrics.cost import measure\n"
+    code = ("import torch; from xaibench.run.measure import measure\n"
             "with measure() as m:\n    t = torch.ones(64 * 1024 * 1024 // 4); del t\n"
             "with measure() as m2:\n    pass\n"
             "print(m.method, m.peak_mb, m.seconds, m2.peak_mb)")
@@ -447,17 +463,3 @@ def test_measure_sees_torch_cpu_allocations():
     if method == "vmhwm":
         assert 60 <= float(peak) <= 200
     assert float(idle) < 16
-
-
-def test_cost_reports_what_the_harness_measured(mlp):
-    ad, x, vol = mlp
-    ctx = ctx_for(ad, x, vol)
-    ctx.counters.update(explain_forward=3, explain_backward=1)
-    ctx.timing.update(explain_s=0.5)
-    out = metrics.create("cost").compute(ctx)
-    assert out == {"explain_time_s": 0.5, "n_forward": 3.0, "n_backward": 1.0}
-    ctx.timing.update(explain_peak_mb=12.0, eval_s=2.0)
-    ctx.counters["eval_forward"] = 40
-    out = metrics.create("cost").compute(ctx)
-    assert out["explain_peak_mem_mb"] == 12.0 and out["eval_time_s"] == 2.0 and out["eval_n_forward"] == 40.0
-    assert all(metrics.METRICS.get("cost").outputs[k] is False for k in out)

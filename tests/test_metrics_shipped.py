@@ -49,7 +49,8 @@ import torch
 from xaibench import datasets, metrics, models
 from xaibench.errors import UserError
 from xaibench.explanation import Explanation
-from xaibench.metrics.base import EvalContext
+from xaibench.analysis.schema import QUALITY, declared_reductions, hidden_state, reduce_state
+from xaibench.metrics.base import EvalItem, evaluate_items
 
 N = 6
 BUDGET = {"faithfulness_correlation": dict(nr_runs=40), "monotonicity_correlation": dict(n_steps=16),
@@ -79,34 +80,35 @@ def test_ground_truth_attribution_scores_best(model, dataset):
     adapter = load(model)
     ds = datasets.create(dataset, split="test", n_samples=N)
     scores = {}  # (attribution, output) -> list of per-sample values
-    hidden = {}  # (attribution, metric) -> list of per-sample hidden dicts (for reduce)
+    hidden = {}  # (attribution, metric) -> list of per-sample hidden state (for the declared reductions)
+    made = {name: metrics.create(name, **BUDGET.get(name, {})) for name in METRICS}
     for i in range(N):
         s = ds[i]
         logits = adapter.predict(s.x[None])[0]
-        for kind, vol in attributions(s.mask, np.random.default_rng(i)).items():
-            expl = Explanation(volume=vol, frame_scores=vol.flatten(1).mean(1), token_map=vol)
-            for name in METRICS:
-                m = metrics.create(name, **BUDGET.get(name, {}))
-                ctx = EvalContext(adapter=adapter, x=s.x, target=s.label, explanation=expl, logits=logits,
-                                  rng=np.random.default_rng([i, 7]), batch_size=32, mask=s.mask, frames=s.frames,
-                                  shared_seed=(0, i))  # one sample: the same shared draws for every map
-                out = m.compute(ctx)
-                hidden.setdefault((kind, name), []).append({k: v for k, v in out.items() if k.startswith("_")})
+        kinds = attributions(s.mask, np.random.default_rng(i))
+        for name, m in made.items():
+            # the three maps of a sample in one batch; one sample: the same shared draws for every map
+            items = [EvalItem(sample=s, method=kind, explanation=Explanation(volume=vol,
+                                                                             frame_scores=vol.flatten(1).mean(1),
+                                                                             token_map=vol),
+                              target=s.label, logits=logits, rng=np.random.default_rng([i, 7]), shared_seed=(0, i))
+                     for kind, vol in kinds.items()]
+            for kind, out in zip(kinds, evaluate_items(m, adapter, items, batch_size=32)):
+                hidden.setdefault((kind, name), []).append(hidden_state(out))
                 for k, v in out.items():
                     if not k.startswith("_"):
                         scores.setdefault((kind, k), []).append(v)
     means = {key: np.nanmean(v) if np.isfinite(v).any() else np.nan for key, v in scores.items()}
-    for name in METRICS:  # dataset-level numbers replace the means, as in the harness
-        metric = metrics.create(name)
-        if hasattr(metric, "reduce"):
-            for kind in ("mask", "random", "inverted"):
-                for k, v in metric.reduce(hidden[(kind, name)]).items():
-                    means[(kind, k)] = v
+    for name, metric in made.items():  # dataset-level numbers replace the means, as in the analysis
+        declared = declared_reductions(metric.outputs)
+        for kind in ("mask", "random", "inverted"):
+            for k, v in reduce_state(declared, hidden[(kind, name)]).items():
+                means[(kind, k)] = v
     # shared subsets: equal-size features and a 0/1 map give the complement the mask's negative correlation
     np.testing.assert_allclose(scores[("inverted", "faithfulness_correlation")],
                                -np.asarray(scores[("mask", "faithfulness_correlation")]), atol=1e-9)
-    outputs = {k: hib for name in METRICS if name not in NOT_RANKED.get(model, ())
-               for k, hib in metrics.METRICS.get(name).outputs.items()}
+    outputs = {k: o.higher_is_better for name in METRICS if name not in NOT_RANKED.get(model, ())
+               for k, o in made[name].outputs.items() if o.kind == QUALITY}
     failures, table = [], []
     for out, higher in outputs.items():
         vals = {kind: means.get((kind, out), np.nan) for kind in ("mask", "random", "inverted")}

@@ -8,9 +8,11 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from xaibench import methods, metrics, models
+from xaibench.errors import UserError
 from xaibench.datasets import create as make_dataset
+from xaibench.datasets.base import Sample
 from xaibench.explanation import Explanation
-from xaibench.metrics.base import EvalContext
+from xaibench.metrics.base import EvalItem, Services, evaluate_items
 
 
 def chefer_eval(res: torch.Tensor, labels: torch.Tensor):
@@ -45,10 +47,9 @@ def test_segmentation_matches_the_reference_evaluation(kind):
     vol = {"smooth": torch.rand(1, 32, 32, generator=g), "binary": mask.float(),
            "constant": torch.full((1, 32, 32), 0.3), "zero": torch.zeros(1, 32, 32)}[kind]
     expl = Explanation(volume=vol, frame_scores=vol.flatten(1).sum(1), token_map=vol)
-    ctx = EvalContext(adapter=None, x=torch.zeros(1, 3, 32, 32), target=0, explanation=expl,
-                      logits=torch.zeros(2), rng=np.random.default_rng(0), mask=mask)
-    seg = metrics.create("segmentation")
-    out = seg.compute(ctx)
+    item = EvalItem(sample=Sample("s", torch.zeros(1, 3, 32, 32), 0, mask=mask), method="m", explanation=expl,
+                    target=0, logits=torch.zeros(2), rng=np.random.default_rng(0))
+    out, = evaluate_items(metrics.create("segmentation"), None, [item])
     correct, labelled, inter, union, ap = chefer_eval(vol[0], mask[0])
     assert out["_correct"] == correct and out["_labelled"] == labelled
     assert (out["_inter_bg"], out["_inter_fg"]) == tuple(inter)
@@ -64,10 +65,13 @@ def _vit():
     return adapter, [ds[i] for i in range(6)]
 
 
-def _ctx(adapter, s, expl, **kw):
-    return EvalContext(adapter=adapter, x=s.x, target=int(s.label), explanation=expl,
-                       logits=adapter.predict(s.x[None])[0], rng=np.random.default_rng(0), mask=s.mask,
-                       frames=s.frames, shared_seed=(0, 1), **kw)
+def _item(adapter, s, expl, method="m"):
+    return EvalItem(sample=s, method=method, explanation=expl, target=int(s.label),
+                    logits=adapter.predict(s.x[None])[0], rng=np.random.default_rng(0), shared_seed=(0, 1))
+
+
+def _one(metric, adapter, s, expl):
+    return evaluate_items(metric, adapter, [_item(adapter, s, expl)])[0]
 
 
 def test_srg_is_antisymmetric_and_ranks_the_truth_above_noise():
@@ -76,8 +80,9 @@ def test_srg_is_antisymmetric_and_ranks_the_truth_above_noise():
     gt, inv, rnd = [], [], []
     for k, s in enumerate(samples):
         m = s.mask.float()
-        for store, vol in ((gt, m), (inv, 1 - m), (rnd, torch.rand(m.shape, generator=torch.Generator().manual_seed(k)))):
-            store.append(srg.compute(_ctx(adapter, s, Explanation(vol, vol.flatten(1).sum(1), vol)))["srg"])
+        noise = torch.rand(m.shape, generator=torch.Generator().manual_seed(k))
+        for store, vol in ((gt, m), (inv, 1 - m), (rnd, noise)):
+            store.append(_one(srg, adapter, s, Explanation(vol, vol.flatten(1).sum(1), vol))["srg"])
     gt, inv, rnd = map(np.array, (gt, inv, rnd))
     # the inverted map's MoRF curve is the map's LeRF curve and vice versa: equal in expectation over the orders
     # of the tied features, here up to the Monte Carlo error of 16 antithetic draws
@@ -90,11 +95,27 @@ def test_map_properties():
     mp = metrics.create("map_properties")
     s = samples[0]
     const = torch.ones(1, 64, 64)
-    assert mp.compute(_ctx(adapter, s, Explanation(const, const.sum((1, 2)), const))) == \
-        {"degenerate": 1.0, "tie_fraction": 1.0}
     noise = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
-    out = mp.compute(_ctx(adapter, s, Explanation(noise, noise.sum((1, 2)), noise)))
-    assert out == {"degenerate": 0.0, "tie_fraction": 0.0}
+    # half the token cells share one value, the rest distinct: tie fraction = 1/2
+    half = noise.clone()
+    cell = adapter.image_size // adapter.layout.stages[0][0]
+    half[:, :32] = 0.25
+    vols = [const, noise, half, torch.zeros(1, 64, 64)]
+    outs = evaluate_items(mp, adapter, [_item(adapter, s, Explanation(v, v.sum((1, 2)), v)) for v in vols])
+    assert outs[0] == {"degenerate": 1.0, "tie_fraction": 1.0}
+    assert outs[1] == {"degenerate": 0.0, "tie_fraction": 0.0}
+    assert outs[2] == {"degenerate": 0.0, "tie_fraction": 0.5} and 32 % cell == 0
+    assert outs[3] == {"degenerate": 1.0, "tie_fraction": 1.0}
+    # against the shared primitives (xaibench.perturb) on random, tied and binary maps
+    from xaibench.perturb import feature_ids, feature_means, tie_fraction
+
+    ids = feature_ids((1, 64, 64), cell)
+    g = torch.Generator().manual_seed(1)
+    more = [torch.randint(0, 3, (1, 64, 64), generator=g).float(), (torch.rand(1, 64, 64, generator=g) > .5).float(),
+            torch.rand(1, 64, 64, generator=g) ** 4]
+    outs = evaluate_items(mp, adapter, [_item(adapter, s, Explanation(v, v.sum((1, 2)), v)) for v in more])
+    for v, out in zip(more, outs):
+        assert out["tie_fraction"] == tie_fraction(feature_means(v, ids))
 
 
 def test_model_randomisation_tells_a_head_blind_method_from_a_gradient_method():
@@ -102,15 +123,29 @@ def test_model_randomisation_tells_a_head_blind_method_from_a_gradient_method():
     gradient-weighted rule does not; re-initialising every block changes both."""
     adapter, samples = _vit()
     mprt = metrics.create("mprt", blocks=[0, -1], seed=0)
+    assert mprt.services == ("reexplain", "randomised") and mprt.outputs["mprt_head"].kind == "sanity"
     res = {}
     for name in ("attention", "chefer"):
         m = methods.create(name)
-        vals = []
-        for s in samples[:3]:
-            e = m.explain_sample(adapter, s, int(s.label))
-            vals.append(mprt.compute(_ctx(adapter, s, e, reexplain=lambda ad, s=s, m=m: m.explain_sample(ad, s, int(
-                s.label)), randomised=lambda k, seed: adapter.randomised(k, seed))))
+        items = [_item(adapter, s, m.explain_sample(adapter, s, int(s.label)), name) for s in samples[:3]]
+        services = Services(reexplain=lambda item, ad, m=m: m.explain_sample(ad, item.sample, item.target),
+                            randomised=lambda k, seed: adapter.randomised(k, seed))
+        vals = evaluate_items(mprt, adapter, items, services=services)
         res[name] = {k: np.mean([v[k] for v in vals]) for k in vals[0]}
+        # the batch equals the items one at a time, and scipy's Spearman of the token-grid means
+        from scipy.stats import spearmanr
+
+        from xaibench.perturb import feature_ids, feature_means
+
+        ids = feature_ids((1, 64, 64), adapter.image_size // adapter.layout.stages[0][0])
+        for it, v in zip(items, vals):
+            assert evaluate_items(mprt, adapter, [it], services=services)[0] == pytest.approx(v, abs=1e-9)
+            other = m.explain_sample(adapter.randomised(10 ** 6, 0), it.sample, it.target).volume
+            a, b = feature_means(it.explanation.volume, ids).numpy(), feature_means(other, ids).numpy()
+            ref = 0.0 if np.ptp(a) == 0 or np.ptp(b) == 0 else spearmanr(a, b).statistic
+            assert v["mprt_all"] == pytest.approx(ref, abs=1e-9)
+    with pytest.raises(UserError, match="reexplain"):
+        evaluate_items(mprt, adapter, items)
     assert res["attention"]["mprt_head"] == pytest.approx(1.0)
     assert res["chefer"]["mprt_head"] < 0.9
     assert res["attention"]["mprt_all"] < 0.9 and res["chefer"]["mprt_all"] < 0.9
