@@ -290,3 +290,23 @@ def test_staa_on_joint_attention_scores_the_evidence_frames_higher(name):
         ev = s.frames.bool()
         diffs.append((tau[ev].mean() - tau[~ev].mean()).item())
     assert wilcoxon(diffs, alternative="greater").pvalue < 0.01
+
+
+# -------------------------------------------------------------------- lazy imports
+def test_importing_the_models_imports_no_model_library():
+    """``import xaibench.models`` registers every family without importing transformers or timm; building a
+    family imports its own library only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xaibench.models as M\n"
+            "libs = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'timm'})\n"
+            "print(libs(), len(M.FAMILIES))\n"
+            "M.create('timm_vit', image_size=16, patch_size=8, hidden_size=8, num_hidden_layers=1, "
+            "num_attention_heads=2)\n"
+            "print(libs())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("[] ") and int(lines[0].split()[-1]) >= 9
+    assert lines[1] == "['timm']"

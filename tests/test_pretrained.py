@@ -223,3 +223,95 @@ def test_timm_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="could not read"):
         models.create("timm_pretrained", model_name="vit_base_patch16_224",
                       checkpoint=str(tmp_path / "junk.safetensors"))
+
+
+# ---------------------------------------------------------------------- DINOv2 (the family added last)
+def tiny_dinov2(image_size=64):
+    torch.manual_seed(5)
+    return models.raw_model("hf_dinov2", num_labels=5, image_size=image_size, patch_size=8, hidden_size=16,
+                            num_hidden_layers=2, num_attention_heads=2, layerscale_value=0.5)
+
+
+def test_dinov2_from_a_folder_at_its_processors_crop(tmp_path):
+    """DINOv2 checkpoints are evaluated at the processor's crop (224 of a 518-px config): the adapter takes the
+    crop as its input size, and equals the model on what the checkpoint's own BitImageProcessor makes of the
+    pixels (position embeddings interpolated by the model itself)."""
+    import numpy as np
+    from transformers import BitImageProcessor
+
+    m = tiny_dinov2(image_size=64)
+    m.save_pretrained(tmp_path)
+    proc = BitImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, resample=3,
+                             image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    proc.save_pretrained(tmp_path)
+    a = models.create("hf_pretrained", path_or_id=str(tmp_path))
+    assert a.family == "hf_dinov2" and a.input_shape == (1, 3, 32, 32) and a.layout.grid == (4, 4)
+    assert a.layout.readout == "cls+patches" and a.preprocess["resize"] == 40
+    assert a.preprocess["interpolation"] == "bicubic" and a.card.image_size == 32
+    v = (torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)).numpy() * 255).astype(np.uint8)
+    u = torch.from_numpy(v).float().div(255).permute(2, 0, 1)[None, None]
+    ref = proc(v, do_resize=False, do_center_crop=False, return_tensors="pt").pixel_values
+    torch.testing.assert_close(a.normalise(u)[:, 0], ref)
+    with torch.no_grad():
+        torch.testing.assert_close(a.predict(u), m.eval()(pixel_values=ref).logits)
+    from xaibench.models import conformance as C
+
+    C.conform(a, checks=["readout", "attention", "reshape_tokens", "blocks"])
+
+
+def test_known_dinov2_id_from_xaibench_weights(tmp_path, monkeypatch):
+    m = tiny_dinov2(image_size=32)
+    m.save_pretrained(tmp_path / "facebook--dinov2-small-imagenet1k-1-layer")
+    monkeypatch.setenv("XAIBENCH_WEIGHTS", str(tmp_path))
+    a = models.create("pretrained_dinov2_s")
+    assert a.name == "pretrained_dinov2_s" and a.card.hub_id == "facebook/dinov2-small-imagenet1k-1-layer"
+    assert a.card.label_set == "imagenet1k" and a.preprocess["source"] == "defaults" and a.input_shape[-1] == 32
+    same_logits(a, m, video=False)
+    with pytest.raises(UserError, match="hf_dinov2"):  # a checkpoint of another family under this name
+        tiny_vit().save_pretrained(tmp_path / "other")
+        models.create("pretrained_dinov2_s", path_or_id=str(tmp_path / "other"))
+
+
+# ---------------------------------------------------------------------- identity and unsafe files
+class _NotATensor:
+    def __reduce__(self):
+        return (print, ("this should never run",))
+
+
+def test_a_pickled_pytorch_model_bin_is_one_clear_error(tmp_path, capsys):
+    m = tiny_vit()
+    m.config.save_pretrained(tmp_path)
+    state = dict(m.state_dict())
+    state["extra"] = _NotATensor()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError) as e:
+        models.create("hf_pretrained", path_or_id=str(tmp_path))
+    msg = str(e.value)
+    assert "pytorch_model.bin" in msg and "safetensors" in msg and "pickled" in msg
+    assert "weights_only=False" not in msg and "weights_only` set to `False" not in msg
+    assert "this should never run" not in capsys.readouterr().out
+    torch.save({"model": state}, tmp_path / "deit.pth")  # the same through the timm loader
+    with pytest.raises(UserError, match="pickled"):
+        models.create("timm_pretrained", model_name="vit_base_patch16_224", checkpoint=str(tmp_path / "deit.pth"))
+
+
+def test_weights_digest_is_the_state_dict_and_follows_changes(tmp_path):
+    import hashlib
+
+    m = tiny_vit()
+    m.save_pretrained(tmp_path)
+    a = models.create("hf_pretrained", path_or_id=str(tmp_path))
+    b = models.create("hf_pretrained", path_or_id=str(tmp_path))
+    h = hashlib.sha256()
+    for name, t in sorted(a.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    assert a.weights_digest() == b.weights_digest() == h.hexdigest()
+    assert a.identity() == {"weights_sha256": h.hexdigest(), "expected_sha256": None, "matches": None}
+    with torch.no_grad():
+        a.model.classifier.bias[0] += 1e-3
+    assert a.weights_digest() != b.weights_digest()  # an in-place change is seen (not a stale cache)
+    assert a.randomised(0, seed=1).weights_digest() not in (a.weights_digest(), b.weights_digest())
+    assert a.describe()["weights_sha256"] == a.weights_digest()

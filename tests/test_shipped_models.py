@@ -68,3 +68,17 @@ def test_every_method_on_every_shipped_model(shipped_models, shipped_name, metho
     req = check_explanation(e, a, method, m, n)
     if req is None and not method.startswith("control_"):  # perturbation methods: their budget of forward passes
         assert n["forward"] >= 1 and n["backward"] == 0
+
+
+def test_shipped_cards_declare_what_loads(shipped_models, shipped_name):
+    """The card of each shipped model states its input, normalisation, readout, benchmark and the sha256 of its
+    weights; loading gives exactly those (xaibench-train ship=true: update weights_sha256 in the family module)."""
+    a = shipped_models(shipped_name)
+    card = models.SHIPPED[shipped_name]
+    assert a.identity()["matches"] is True, (f"weights of {shipped_name} changed: {a.weights_digest()} (update "
+                                              f"weights_sha256 in {models.FAMILIES[card.family].module})")
+    assert (a.num_frames, a.image_size, a.num_classes) == (card.frames, card.image_size, card.num_classes)
+    assert a.mean.flatten().tolist() == list(card.mean) == a.meta["mean"]
+    assert a.std.flatten().tolist() == list(card.std) == a.meta["std"]
+    assert a.layout.readout == card.readout and a.family == card.family == a.meta["builder"]
+    assert card.dataset == a.meta["dataset"] and a.card.source == "shipped"

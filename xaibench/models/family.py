@@ -286,16 +286,7 @@ def load_shipped(name: str, **overrides) -> ModelAdapter:
             f"trained and present: {', '.join(p.stem for p in sorted(WEIGHTS_DIR.glob('*.json'))) or 'none'}. "
             f"Train it with `xaibench-train model={name} ship=true`."
         )
-    adapter = from_files(weights, meta_path, name, card)
-    ident = adapter.identity()
-    if ident["matches"] is False:
-        import warnings
-
-        warnings.warn(f"the weights of shipped model {name!r} ({weights}) are not the ones its card declares "
-                      f"(sha256 {ident['weights_sha256'][:12]}..., card {card.weights_sha256[:12]}...); "
-                      f"retrained? update weights_sha256 in {FAMILIES[card.family].module}",
-                      stacklevel=2)
-    return adapter
+    return from_files(weights, meta_path, name, card)
 
 
 def from_files(weights: Path, meta_path: Path, name: str, card: Optional[ModelCard] = None) -> ModelAdapter:

@@ -75,4 +75,5 @@ declare_hf(ModelCard(
 declare_shipped(ModelCard(
     name="swin_synth", family="hf_swin", label_set="synthetic_image", readout="pool", frames=1, image_size=64,
     description="the project's small Swin trained on the synthetic image benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image",
+    weights_sha256="56f71582a34f373e95eee672f13b1001c8871ce5c87221688c82683f0728317a"))

@@ -97,4 +97,5 @@ declare_shipped(ModelCard(
     name="timesformer_synth", family="hf_timesformer", label_set="synthetic_video", readout="cls",
     description="the project's small TimeSformer trained on the synthetic video benchmark",
     frames=8, image_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4,
-    dataset="synthetic_video"))
+    dataset="synthetic_video",
+    weights_sha256="d24394189e9465b08de8929c5565436bac1057d6cdafcf602982050d74361a68"))

@@ -92,4 +92,5 @@ declare_hf(ModelCard(
 declare_shipped(ModelCard(
     name="videomae_synth", family="hf_videomae", label_set="synthetic_video", readout="pool", frames=8,
     image_size=64, description="the project's small VideoMAE trained from scratch on the synthetic video benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_video"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_video",
+    weights_sha256="e97810f9a05e286fe2d1a5caa059d23e9f117cc6aaf5fdd36836a60ee4587264"))

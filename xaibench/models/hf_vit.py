@@ -67,4 +67,5 @@ declare_hf(ModelCard(
 declare_shipped(ModelCard(
     name="vit_synth", family="hf_vit", label_set="synthetic_image", readout="cls", frames=1, image_size=64,
     description="the project's small ViT trained on the synthetic image benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image",
+    weights_sha256="7c9a24411edab319e2b84d7d986600716cd3d7fa5f5845b4fa3829853e7a0518"))

@@ -80,4 +80,5 @@ declare_hf(ModelCard(
 declare_shipped(ModelCard(
     name="vivit_synth", family="hf_vivit", label_set="synthetic_video", readout="cls", frames=8, image_size=64,
     description="the project's small ViViT trained from scratch on the synthetic video benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_video"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_video",
+    weights_sha256="81d6299bc5131c9c4135aff6b236ed89944fb20b4364154ae93a586703c09ecc"))

@@ -65,4 +65,5 @@ declare_timm(ModelCard(
 declare_shipped(ModelCard(
     name="timm_swin_synth", family="timm_swin", label_set="synthetic_image", readout="pool", frames=1, image_size=64,
     description="the project's small timm Swin trained on the synthetic image benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image",
+    weights_sha256="40f339ee5f2fdacf7cdfb81a6c1df6529f20bf7c0e369ce83ef754daeaeaa219"))

@@ -114,9 +114,11 @@ declare_timm(ModelCard(
 declare_shipped(ModelCard(
     name="timm_vit_synth", family="timm_vit", label_set="synthetic_image", readout="cls", frames=1, image_size=64,
     description="the project's small timm ViT trained on the synthetic image benchmark",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image",
+    weights_sha256="5a8aa3907e7648e386cdfb30d2af78111506e89332031dbd000658827575d963"))
 
 declare_shipped(ModelCard(
     name="deit_synth", family="timm_deit", label_set="synthetic_image", readout="prefix_mean", frames=1,
     image_size=64, description="the project's small DeiT with a distillation token on the synthetic images",
-    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image"))
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=4, dataset="synthetic_image",
+    weights_sha256="09b67b435df7d4d279e599ed2337b094441acadf5da348ce1097d927d44d1231"))
