@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from realdata_fixtures import CLASSES, HEADER, frame_level, write_gtsegs, write_video
+from realdata_fixtures import CLASSES, HEADER, frame_level, write_crafted_gtsegs, write_gtsegs, write_video
 from xaibench.tools import fetch
 from xaibench.datasets.imagenet_seg import ImageNetSeg
 from xaibench.datasets.kinetics400 import Kinetics400
@@ -56,12 +56,14 @@ class Server:
     """Serves ``files`` (URL path -> bytes) with HEAD, GET and ``Range: bytes=N-``.
 
     ``drop[path] = K``: the next GET of ``path`` sends K body bytes, then closes
-    the connection.  ``ignore_range``: answer every GET with the whole file
-    (200), as servers without range support do.  ``log``: (method, path, Range)
-    of every request; ``sent``: body bytes sent per path."""
+    the connection; ``cut[path] = K``: every GET does (a server that announces
+    the whole length and always sends less).  ``ignore_range``: answer every
+    GET with the whole file (200), as servers without range support do.
+    ``log``: (method, path, Range) of every request; ``sent``: body bytes sent
+    per path."""
 
     def __init__(self, files):
-        self.files, self.drop, self.ignore_range = dict(files), {}, False
+        self.files, self.drop, self.cut, self.ignore_range = dict(files), {}, {}, False
         self.log, self.sent = [], Counter()
         owner = self
 
@@ -105,7 +107,7 @@ class Server:
         h.end_headers()
         if head:
             return
-        k = self.drop.pop(h.path, None) if h.command == "GET" else None
+        k = (self.drop.pop(h.path, None) or self.cut.get(h.path)) if h.command == "GET" else None
         if k is not None:
             body = body[:k]
         h.wfile.write(body)
@@ -285,6 +287,37 @@ def test_the_sha256_is_checked_when_one_is_published(server, gtsegs, tmp_path, c
     assert run(capsys, "imagenet_seg", "--url", server.url, "-q")[0] == 0
 
 
+@pytest.mark.parametrize("kind,match", [
+    ("records", "declares 1,000,000,000 records"),
+    ("huge_image", "record 0 (sample gtsegs-00000): its image declares shape 3x60000x60000"),
+    ("float255", "record 0 (sample gtsegs-00000): its float image has values in"),
+    ("complex", "record 0 (sample gtsegs-00000): its image has type complex64"),
+    ("negative", "record 0 (sample gtsegs-00000): its int16 image has values in [-100, 99]"),
+    ("string", "record 0 (sample gtsegs-00000): its image has type |S1"),
+])
+def test_a_crafted_mat_file_fails_cleanly_and_leaves_no_part(server, tmp_path, capsys, kind, match):
+    """Issue 20.3 through the fetcher: a few-KB file declaring 10^9 records or a 10.8 GB image, and odd pixel
+    types, are refused by the loader's checks before anything is allocated; the .part file is deleted."""
+    import tracemalloc
+
+    server.files["/gtsegs_ijcv.mat"] = write_crafted_gtsegs(tmp_path / "crafted.mat", kind).read_bytes()
+    tracemalloc.start()
+    try:
+        rc, _, err = run(capsys, "imagenet_seg", "--url", server.url, "-q")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rc == 2 and "corrupt and was deleted" in err and match in err and "Traceback" not in err
+    assert peak < 32 << 20, peak
+    assert list((tmp_path / "data" / "imagenet_seg").iterdir()) == []  # neither the file nor its .part
+
+
+def test_a_float_image_in_the_unit_range_is_accepted(server, tmp_path, capsys):
+    server.files["/gtsegs_ijcv.mat"] = write_crafted_gtsegs(tmp_path / "f.mat", "float01").read_bytes()
+    rc, out, err = run(capsys, "imagenet_seg", "--url", server.url)
+    assert rc == 0 and "(1 records)" in out, err
+
+
 # -------------------------------------------------------------- kinetics400
 def test_kinetics_subset_stops_early_and_the_loader_reads_it(server, kinetics, tmp_path, capsys):
     rc, out, err = run(capsys, "kinetics400", "--url", server.url, "--classes", "2", "--per-class", "1")
@@ -393,3 +426,106 @@ def test_loaders_without_data_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("XAIBENCH_IMAGENET_SEG", str(tmp_path / "elsewhere.mat"))  # the variable still wins
     with pytest.raises(UserError, match="elsewhere.mat does not exist"):
         ImageNetSeg()
+
+
+# ------------------------------------------------------------- completeness of lists and archives (issue 20.7)
+PATH_LIST = "/val/k400_val_path.txt"
+
+
+def test_a_path_list_cut_short_is_refused_with_both_sizes(server, kinetics, tmp_path, capsys):
+    """The server announces the list's 112 bytes and sends 56 (one complete line): before, one tarball was
+    never requested and the run exited 0 blaming the tarballs."""
+    full = kinetics["files"][PATH_LIST]
+    assert len(full) == 112
+    server.cut[PATH_LIST] = 56
+    rc, out, err = run(capsys, "kinetics400", "--url", server.url, "-q")
+    assert rc == 2 and "Traceback" not in err
+    assert f"{server.url}val/k400_val_path.txt is truncated: the server announced 112 bytes and sent 56" in err
+    assert not [r for r in server.log if r[1].endswith(".tar.gz")]  # nothing was used
+    assert not list((tmp_path / "data").rglob("*.mp4"))
+    rc, _, err = run(capsys, "kinetics400", "--url", server.url, "--dry-run")
+    assert rc == 2 and "announced 112 bytes and sent 56" in err
+
+
+def test_a_dropped_path_list_is_fetched_again_and_every_tarball_requested(server, kinetics, tmp_path, capsys):
+    server.drop[PATH_LIST] = 56  # once: the next try gets it all
+    rc, out, err = run(capsys, "kinetics400", "--url", server.url, "-q")
+    assert rc == 0, err
+    assert len(server.gets(PATH_LIST)) == 2
+    assert len(server.gets("/val/part_0.tar.gz")) == 1 and len(server.gets("/val/part_1.tar.gz")) == 1
+
+
+@pytest.mark.parametrize("body,match", [
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/par",
+     r"is truncated: it ends in the middle of a line \('https://s3.amazonaws.com/kinetics/400/val/par'\) after 1 "
+     r"complete tarball URL"),
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_1.tar",
+     r"is truncated: its last line ends in 'part_1.tar' without a line end"),
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_2.tar.gz\n",
+     r"is incomplete: it lists 2 part_<i> tarballs but not part_1"),
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n",
+     r"lists part_0.tar.gz 2 times"),
+    (b"<html>not found</html>\n", r"line 1 lists '<html>not found</html>', not a tar archive; it is not a Kinetics "
+                                  r"path list"),
+])
+def test_the_line_structure_of_a_path_list_is_checked(server, tmp_path, capsys, body, match):
+    """A list served whole (its Content-Length is right) whose text is cut mid-line, lost a line or repeats
+    one is refused before any tarball is requested."""
+    server.files[PATH_LIST] = body
+    rc, _, err = run(capsys, "kinetics400", "--url", server.url, "-q")
+    assert rc == 2 and re.search(match, err), err
+    assert not [r for r in server.log if r[1].endswith(".tar.gz")]
+
+
+def test_an_uncompressed_tarball_cut_at_a_member_boundary_is_refused(server, kinetics, tmp_path, capsys):
+    """A plain .tar that lost its end (cut after a whole member: it reads without error) is refused: it has no
+    end-of-archive marker.  (A .tar.gz is checked by gzip's CRC-32 and length trailer.)"""
+    def tar(members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    rows = {r["label"]: _stem(r) for r in kinetics["rows"]}  # one clip of each class (the last of each)
+    members = [(f"{s}.mp4", kinetics["clips"][s]) for s in rows.values()]
+    whole = tar(members)
+    end_of_first = 512 + ((len(members[0][1]) + 511) // 512) * 512
+    cut = whole[:end_of_first]  # header + data of the first member, nothing after
+    assert tarfile.open(fileobj=io.BytesIO(cut), mode="r|").getnames() == [members[0][0]]  # reads "fine"
+    server.files[PATH_LIST] = b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar\n"
+    server.files["/val/part_0.tar"] = cut
+    rc, _, err = run(capsys, "kinetics400", "--url", server.url, "-q")
+    assert rc == 2 and "part_0.tar is truncated: a tar archive ends with two empty 512-byte blocks" in err, err
+    assert not list((tmp_path / "data").rglob("*.mp4"))
+    server.files["/val/part_0.tar"] = whole  # the whole archive is accepted
+    rc, out, err = run(capsys, "kinetics400", "--url", server.url, "-q")
+    assert rc == 0, err
+    assert len(list((tmp_path / "data" / "kinetics400" / "val").rglob("*.mp4"))) == 3
+
+
+# ---------------------------------------------------------------------- names from the CSV (issue 20.10)
+@pytest.mark.parametrize("field,value", [("label", ".."), ("label", "."), ("label", "../../up"),
+                                         ("youtube_id", "../../../../x"), ("youtube_id", "a/b")])
+def test_a_csv_row_cannot_place_a_file_outside_its_class_folder(server, kinetics, tmp_path, capsys, field, value):
+    """A label '..' put clips one level up inside --dest (<dest>/kinetics400/<clip>.mp4); a youtube_id with
+    '../' anywhere.  Such a CSV is refused and nothing is written but the data folder's own bookkeeping."""
+    rows = [dict(r) for r in kinetics["rows"]]
+    victim = rows[0]
+    stem = _stem(victim)
+    victim[field] = value
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=HEADER, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    server.files["/annotations/val.csv"] = out.getvalue().encode()
+    server.files["/val/part_0.tar.gz"] = _tar_gz([(f"{_stem(victim)}.mp4".replace("/", "_"), kinetics["clips"][stem]),
+                                                  (f"{stem}.mp4", kinetics["clips"][stem])])
+    dest = tmp_path / "inner" / "dest"
+    rc, _, err = run(capsys, "kinetics400", "--url", server.url, "--dest", str(dest), "-q")
+    assert rc == 2 and "Traceback" not in err
+    assert f"{field} {value!r}" in err
+    assert not list(tmp_path.rglob("*.mp4"))  # not outside --dest, not one level up, not anywhere
+    assert not (dest / "kinetics400" / "annotations" / "val_official.csv").exists()
