@@ -51,7 +51,8 @@ _META = "xaibench"
 def param(default: Any = MISSING, *, range: Optional[Tuple[float, float]] = None,
           choices: Optional[Sequence[Any]] = None, key: Optional[str] = None, help: str = "",
           active: Optional[Callable[[Any], bool]] = None, check: Optional[Callable[[Any], Optional[str]]] = None,
-          default_factory: Any = MISSING, neutral: bool = False, sweepable_list: bool = False):
+          default_factory: Any = MISSING, neutral: bool = False, sweepable_list: bool = False,
+          allowed: str = ""):
     """One typed parameter of a component config.
 
     * ``range=(lo, hi)``: inclusive bounds of a number (``None`` on a side: unbounded); integers must be
@@ -68,7 +69,7 @@ def param(default: Any = MISSING, *, range: Optional[Tuple[float, float]] = None
       one arm per element.
     """
     md = dict(range=range, choices=tuple(choices) if choices is not None else None, key=key, help=help,
-              active=active, check=check, neutral=neutral, list_value=sweepable_list)
+              active=active, check=check, neutral=neutral, list_value=sweepable_list, allowed=allowed)
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata={_META: md})
     return field(default=default, metadata={_META: md})
@@ -89,6 +90,7 @@ class ParamSpec:
     check: Optional[Callable]
     neutral: bool
     list_value: bool
+    allowed_text: str = ""
 
     @property
     def required(self) -> bool:
@@ -97,6 +99,8 @@ class ParamSpec:
     def allowed(self) -> str:
         """What values are allowed, in words (for messages and --help)."""
         base, optional = _unwrap(self.type)
+        if self.allowed_text:
+            return self.allowed_text
         if self.choices is not None:
             text = "one of " + ", ".join(_show(c) for c in self.choices)
         elif self.range is not None:
@@ -163,7 +167,8 @@ class ComponentConfig:
                 f.default_factory() if f.default_factory is not MISSING else MISSING)
             out.append(ParamSpec(f.name, md.get("key") or f.name, hints.get(f.name, Any), default,
                                  md.get("range"), md.get("choices"), md.get("help", ""), md.get("active"),
-                                 md.get("check"), bool(md.get("neutral")), bool(md.get("list_value"))))
+                                 md.get("check"), bool(md.get("neutral")), bool(md.get("list_value")),
+                                 md.get("allowed", "")))
         return out
 
     @classmethod

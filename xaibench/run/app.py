@@ -113,6 +113,35 @@ def _check_folder(arg: str):
         raise UserError(f"{key}={value} is not writable; choose a folder you can write to")
 
 
+def _check_grammar(args) -> None:
+    """An override Hydra cannot parse (``=5``) is one clear line, not Hydra's traceback."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"):
+            skip = True
+            continue
+        if a.startswith("-"):
+            continue
+        hint = ("Overrides are KEY=VALUE (e.g. seed=1, method=staa, 'method.lambda=[0,1]'); see `xaibench --help`")
+        try:
+            (o,) = parser.parse_overrides([a])
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"cannot read the override {a!r}: {msg}. {hint}") from None
+        key = o.key_or_group
+        if not key:
+            raise UserError(f"the override {a!r} has no key. {hint}")
+        if key in ("experiment", "model", "dataset", "method", "metric") and not o.is_sweep_override() \
+                and not isinstance(o.value(), (str, type(None))):
+            raise UserError(f"{a}: {key}=NAME selects a config by its name (`xaibench --help` lists them)")
+
+
 def _sweep_info(args) -> dict:
     """The keys a ``-m`` command sweeps (``method.lambda=0,1`` -> ``method.lambda``) and the command itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -165,8 +194,10 @@ def help_text() -> str:
                 cls = reg.config(name)
                 if cls is None or not cls.specs():
                     continue
-                params = "; ".join(f"{s.key} [{_show(s.default)}] {s.allowed()}" for s in cls.specs())
-                out.append(textwrap.fill(f"  {name}: {params}", 110, subsequent_indent="      "))
+                out.append(f"  {name}:")
+                for s in cls.specs():
+                    out.append(textwrap.fill(f"    {s.key} [{_show(s.default)}] {s.allowed()}"
+                                             + (f": {s.help}" if s.help else ""), 110, subsequent_indent="        "))
     out += ["", f"Model and dataset parameters: see conf/model/, conf/dataset/ and {DOCS}.", ""]
     return "\n".join(out)
 
@@ -192,6 +223,7 @@ def main():
         if "--help" in args or "-h" in args:
             print(help_text())
             return
+        _check_grammar(args)
         for a in args:
             if a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
                 _check_folder(a.lstrip("+"))

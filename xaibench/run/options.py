@@ -61,18 +61,19 @@ class RunConfig(ComponentConfig):
 
     seed: int = param(0, range=(0, 2 ** 32 - 1),
                       help="seeds every seeded method, metric and control (SHAP, LIME, subsets, noise, tie orders)")
-    batch_size: Any = param("auto", check=_auto_or_int, neutral=True,
+    batch_size: Any = param("auto", check=_auto_or_int, neutral=True, allowed="an integer in [1, 65536] or auto",
                             help="model batch size of perturbed inputs (auto: chosen per model and device)")
     explain_batch_size: Any = param("auto", check=_auto_or_int, neutral=True,
+                                    allowed="an integer in [1, 65536] or auto",
                                     help="samples explained and evaluated together (auto: bounded by memory)")
     target: str = param("predicted", choices=("predicted", "label"),
                         help="explain the predicted class or the true label")
     warmup: bool = param(True, neutral=True, help="one untimed explanation per model x method before timing")
-    device: str = param("auto", check=_device, help="auto (a CUDA GPU when present) | cpu | cuda | cuda:N")
+    device: str = param("auto", check=_device, allowed=DEVICES, help="auto (a CUDA GPU when present) | cpu | cuda | cuda:N")
     precision: str = param("fp32", choices=("fp32", "bf16", "fp16"),
                            help="precision of the model's forward passes (docs/models.md)")
     workers: int = param(0, range=(0, 256), neutral=True, help="data-loading worker processes")
-    shard: Optional[str] = param(None, check=_shard, help="I/N: run every N-th sample starting at I")
+    shard: Optional[str] = param(None, check=_shard, allowed="I/N or null", help="I/N: run every N-th sample starting at I")
     cache: bool = param(True, neutral=True,
                         help="in-run cache of model outputs keyed by the perturbation (shared across methods)")
     alpha: float = param(0.05, range=(1e-6, 0.5), help="significance level of verdicts and comparisons")
@@ -81,6 +82,7 @@ class RunConfig(ComponentConfig):
     report: bool = param(True, neutral=True, help="write report.html at the end of the run")
     resume: bool = param(False, neutral=True, help="continue an interrupted run in the same hydra.run.dir")
     allow_change: List[str] = param(default_factory=list, check=_allow, neutral=True,
+                                    allowed=f"a list of {', '.join(FINGERPRINT_ITEMS)}",
                                     help="on resume: accept these fingerprint differences "
                                          f"({', '.join(FINGERPRINT_ITEMS)}); recorded in provenance.json")
     threads: Optional[int] = param(None, range=(1, 1024), neutral=True, help="torch threads (null: torch's default)")
