@@ -461,9 +461,11 @@ def test_a_dropped_path_list_is_fetched_again_and_every_tarball_requested(server
      r"complete tarball URL"),
     (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_1.tar",
      r"is truncated: its last line ends in 'part_1.tar' without a line end"),
-    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_2.tar.gz\n",
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n"
+     b"https://s3.amazonaws.com/kinetics/400/val/part_2.tar.gz\n",
      r"is incomplete: it lists 2 part_<i> tarballs but not part_1"),
-    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\nhttps://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n",
+    (b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n"
+     b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n",
      r"lists part_0.tar.gz 2 times"),
     (b"<html>not found</html>\n", r"line 1 lists '<html>not found</html>', not a tar archive; it is not a Kinetics "
                                   r"path list"),

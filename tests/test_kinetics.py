@@ -369,7 +369,8 @@ def test_the_documented_staa_paper_flat_command_builds_its_dataset(kin, tmp_path
 def test_settings_that_cannot_fit_fail_when_the_config_is_checked(kin):
     cases = [
         (dict(layout="flat"), "dataset.layout=flat needs dataset.list_file"),
-        (dict(layout="tree", list_file="x.txt"), "dataset.list_file belongs to the flat layout but dataset.layout=tree"),
+        (dict(layout="tree", list_file="x.txt"),
+         "dataset.list_file belongs to the flat layout but dataset.layout=tree"),
         (dict(video_dir="/videos"), "dataset.video_dir belongs to the flat layout"),
         (dict(list_file="x.txt", annotations="a.csv"), "dataset.annotations belongs to the tree layout"),
         (dict(size=64, resize=32), r"dataset.resize=32 is smaller than dataset.size=64"),

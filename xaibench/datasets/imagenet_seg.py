@@ -147,13 +147,17 @@ class GtsegsFile:
             raise self.error(f"/value/img declares {n:,} records, which a file of {size:,} bytes cannot hold "
                              f"(each record needs an image and a mask; at most {MAX_RECORDS:,} records are read): "
                              f"the file is corrupt or not a gtsegs_ijcv.mat")
+        if n == 0:
+            raise self.error("/value/img holds no records")
         if int(gt.shape[0]) != n:
             raise self.error(f"/value/img has {n} records but /value/gt has {gt.shape[0]}; the file is corrupt")
         ids = value.get("id")
         if ids is not None and (not isinstance(ids, h5py.Dataset) or h5py.check_ref_dtype(ids.dtype) is None
                                 or ids.shape != (n, 1)):
             raise self.error(f"/value/id is not an ({n}, 1) array of object references like /value/img")
-        self.n, self.img, self.gt, self.ids = n, img, gt, ids
+        self.n, self.img, self.gt, self.ids, self.file_size = n, img, gt, ids, size
+        # the (N, 1) reference arrays, read once (8 bytes a record; N is bounded above)
+        self._refs = {"img": img[:, 0], "gt": gt[:, 0], "id": ids[:, 0] if ids is not None else None}
 
     # ------------------------------------------------------------------ messages
     def error(self, msg: str, i: Optional[int] = None) -> UserError:
@@ -191,7 +195,7 @@ class GtsegsFile:
             raise self.error(f"its {what} is empty (shape {shape})", i)
         stored = int(d.id.get_storage_size())
         filters = d.id.get_create_plist().get_nfilters()
-        if stored == 0 or stored > os.path.getsize(self.path) or (not filters and stored < raw) \
+        if stored == 0 or stored > self.file_size or (not filters and stored < raw) \
                 or raw > MAX_EXPANSION * stored + 4096:
             raise self.error(f"its {what} declares {raw:,} bytes ({'x'.join(map(str, shape))} {d.dtype}) but "
                              f"{stored:,} bytes are stored{' compressed' if filters else ''}: the data was never "
@@ -199,7 +203,7 @@ class GtsegsFile:
 
     def image(self, i: int):
         """The checked (not yet read) image array of record ``i``."""
-        d = self._array(self.img[i, 0], i, "image")
+        d = self._array(self._refs["img"][i], i, "image")
         kind = d.dtype.kind
         if kind not in "uif" or d.dtype.fields is not None or d.dtype.subdtype is not None:
             raise self.error(f"its image has type {d.dtype} ({_kind_name(d.dtype)}); images must be 8-bit integer "
@@ -212,7 +216,7 @@ class GtsegsFile:
 
     def mask(self, i: int, image_shape=None):
         """The checked (not yet read) mask array of record ``i`` (``image_shape``: its image's (W, H))."""
-        cell = self._array(self.gt[i, 0], i, "mask cell")
+        cell = self._array(self._refs["gt"][i], i, "mask cell")
         if self._h5py.check_ref_dtype(cell.dtype) is None or cell.ndim != 2 or cell.shape[0] < 1 \
                 or cell.shape[1] < 1:
             raise self.error(f"/value/gt[{i}] should reference a 1x1 cell holding a reference to the mask; it "
@@ -229,14 +233,13 @@ class GtsegsFile:
         return d
 
     def check(self, i: int) -> None:
-        """Check the declarations of record ``i`` (image, mask, id) without reading pixels."""
+        """Check the declarations of record ``i``'s image and mask without reading pixels (its id is checked
+        when it is read)."""
         img = self.image(i)
         self.mask(i, img.shape[-2:])
-        if self.ids is not None:
-            self._id_array(i)
 
     def _id_array(self, i: int):
-        d = self._array(self.ids[i, 0], i, "id")
+        d = self._array(self._refs["id"][i], i, "id")
         if d.dtype.kind not in "ui" or d.size > MAX_ID_CHARS:
             raise self.error(f"its id is a {d.dtype} array of {d.size} elements, not a MATLAB char array of at most "
                              f"{MAX_ID_CHARS} characters", i)

@@ -408,8 +408,8 @@ def _check_tar_end(path: Path) -> None:
         fh.seek(max(size - 1024, 0))
         tail = fh.read()
     if size % 512 or len(tail) < 1024 or tail.strip(b"\x00"):
-        raise CorruptDownload(f"{path.name.removesuffix('.part')} is truncated: a tar archive ends with two empty 512-byte blocks, this "
-                              f"one ({size} bytes) does not")
+        raise CorruptDownload(f"{path.name.removesuffix('.part')} is truncated: a tar archive ends with two "
+                              f"empty 512-byte blocks, this one ({size} bytes) does not")
 
 
 def extract_clips(archive: Path, wanted: Dict[str, Tuple[str, Path]], staging: Path,
@@ -455,7 +455,8 @@ def extract_clips(archive: Path, wanted: Dict[str, Tuple[str, Path]], staging: P
         raise
     except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError) as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise CorruptDownload(f"{archive.name.removesuffix('.part')} is not a readable tar archive: {type(e).__name__}: {e}") from None
+        raise CorruptDownload(f"{archive.name.removesuffix('.part')} is not a readable tar archive: "
+                              f"{type(e).__name__}: {e}") from None
     out = {}
     for stem, tmp in staged.items():
         final = wanted[stem][1]
