@@ -87,28 +87,20 @@ def _key32_unit(c: torch.Tensor) -> torch.Tensor:
 
 
 def _ap_ascending(is_start: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """AP (float64, one per row) from labels ``ys`` (B, m) or (m,) in ascending score order and ``is_start``:
-    whether each position starts a group of equal scores (a threshold).  Over the groups g of a row (start
-    ``s_g``, ``p_g`` positives, ``b_g`` positives before it, ``P`` in all):
-    ``AP = 1/P sum_g p_g (P - b_g) / (m - s_g)`` -- recall gain times the precision at the group's threshold."""
-    one = ys.dim() == 1
-    ys2 = ys.reshape(1, -1) if one else ys
-    B, m = ys2.shape
-    starts = is_start.reshape(B, m).clone()
-    starts[:, 0] = True
-    fy = ys2.reshape(-1)
-    st = torch.nonzero(starts.reshape(-1)).flatten()  # global positions of the group starts
-    cpos = torch.cumsum(fy, 0, dtype=torch.int64)
-    before = cpos[st] - fy[st].to(torch.int64)  # positives before each group (global count)
-    nxt = torch.cat([before[1:], cpos[-1:]])
-    row = torch.div(st, m, rounding_mode="floor")
-    row_end = cpos[(row + 1) * m - 1]  # positives up to the end of the group's row
-    row_before = cpos[row * m] - fy[row * m].to(torch.int64)  # positives before the row
-    P = (row_end - row_before).to(torch.float64)
-    contrib = (nxt - before).to(torch.float64) * (row_end - before).to(torch.float64) / \
-        ((row + 1) * m - st).to(torch.float64) / P
-    ap = torch.zeros(B, dtype=torch.float64, device=ys.device).index_add_(0, row, contrib)
-    return ap[0] if one else ap
+    """AP (float64, one per row) from labels ``ys`` (..., m) in ascending score order and ``is_start`` (..., m):
+    whether each position starts a group of equal scores (a threshold).  Each positive ``i`` counts the
+    precision at its group's threshold: ``AP = 1/P sum_{i positive} TP(>= s_i) / #(>= s_i)`` with
+    ``#(>= s_i) = m - start(i)`` and ``TP(>= s_i) = P - (positives before start(i))`` -- scikit-learn's
+    ``sum_k (R_k - R_{k-1}) P_k`` regrouped by positive."""
+    m = ys.shape[-1]
+    idx = torch.arange(m, dtype=torch.int32, device=ys.device).expand_as(ys)
+    start = torch.cummax(torch.where(is_start, idx, 0), -1).values
+    y = ys.to(torch.int32)
+    cpos = torch.cumsum(y, -1, dtype=torch.int32)
+    P = cpos[..., -1:].to(torch.float64)
+    before = torch.gather(cpos - y, -1, start.to(torch.int64))
+    prec = (P - before) / (m - start).to(torch.float64)
+    return (prec * y).sum(-1) / P[..., 0]
 
 
 def _starts(sorted_values: torch.Tensor) -> torch.Tensor:
@@ -122,28 +114,26 @@ def _sorted_cpu(s: torch.Tensor, y: torch.Tensor, unit: bool, key: Optional[torc
     if key is None:
         key = _key32_exact(s + 0.0) if s.dtype == torch.float32 else _key32_unit(s)  # + 0.0: -0.0 -> +0.0
     ks, perm = torch.sort(key, stable=True)
-    ys = y[perm]
-    same = ks[1:] == ks[:-1]
+    ys = y.index_select(0, perm)
     is_start = torch.ones_like(ks, dtype=torch.bool)
-    is_start[1:] = ~same
     if s.dtype == torch.float32:
-        return is_start, ys  # the key is exact: equal keys are equal values
-    # a float64 key may be shared by different values: check the pairs of equal key, re-sort the runs that mix
-    cand = torch.nonzero(same).flatten()
-    if cand.numel() == 0:
+        torch.ne(ks[1:], ks[:-1], out=is_start[1:])  # the key is exact: equal keys are equal values
         return is_start, ys
-    differ = s[perm[cand]] != s[perm[cand + 1]]
-    if not bool(differ.any()):
-        return is_start, ys
-    run = torch.zeros(ks.numel(), dtype=torch.int64)
-    torch.cumsum(~same, 0, out=run[1:])
-    bad = torch.zeros(int(run[-1]) + 1, dtype=torch.bool)
-    bad[run[cand[differ]]] = True
-    pos = torch.nonzero(bad[run]).flatten()  # every position of a mixed run (runs are contiguous, in order)
-    sv, so = torch.sort(s[perm[pos]], stable=True)
-    ys[pos] = ys[pos][so]
-    same_run = run[pos[1:]] == run[pos[:-1]]
-    is_start[pos[1:]] = torch.where(same_run, sv[1:] != sv[:-1], True)
+    # a float64 key may be shared by different values: groups by value; runs of one key whose values are out of
+    # order are re-sorted by value (the key is monotone in the value: runs are in order relative to each other)
+    vs = s.index_select(0, perm)
+    torch.ne(vs[1:], vs[:-1], out=is_start[1:])
+    inverted = vs[1:] < vs[:-1]
+    if bool(inverted.any()):
+        at = torch.nonzero(inverted).flatten()
+        keys = torch.unique(ks.index_select(0, at))
+        lo = torch.searchsorted(ks, keys, side="left").tolist()
+        hi = torch.searchsorted(ks, keys, side="right").tolist()
+        pos = torch.cat([torch.arange(a, b) for a, b in zip(lo, hi)])  # every position of a mixed run
+        sv, so = torch.sort(vs[pos], stable=True)
+        ys[pos] = ys[pos][so]
+        vs[pos] = sv
+        is_start[pos[1:]] = vs[pos[1:]] != vs[pos[1:] - 1]
     return is_start, ys
 
 
@@ -185,11 +175,15 @@ def normalise(volume: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise_rows(v: torch.Tensor):
-    """Row-wise :func:`normalise` of (B, n) float64; also whether each row is degenerate (constant)."""
+    """Row-wise :func:`normalise` of (B, n) float64, in place; also whether each row is degenerate (constant or
+    not finite: zeros)."""
     lo, hi = v.min(1, keepdim=True).values, v.max(1, keepdim=True).values
     ok = torch.isfinite(lo) & torch.isfinite(hi) & (hi > lo)
-    norm = torch.where(ok, (v - lo) / torch.where(ok, hi - lo, torch.ones_like(hi)), torch.zeros_like(v))
-    return norm, ~ok[:, 0]
+    v.sub_(torch.where(ok, lo, torch.zeros_like(lo))).div_(torch.where(ok, hi - lo, torch.ones_like(hi)))
+    bad = ~ok[:, 0]
+    if bool(bad.any()):
+        v[bad] = 0.0
+    return v, bad
 
 
 def _counts_rows(norm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
