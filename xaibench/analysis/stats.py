@@ -424,16 +424,19 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, floor: float = FLOOR, power:
     * ``constant_random``: ``control_constant`` must *not* beat ``control_random`` by more than the floor.
 
     The floor is ``floor * S`` (default a tenth of the span).  Evidence that
-    ``e > floor`` is the larger (intersection-union) of two one-sided p-values:
-    the Wilcoxon signed-rank test of ``d - floor * S`` (:func:`signed_rank`) and
-    the bootstrap p ``(#{e* <= floor} + 1) / (B + 1)`` over ``n_boot`` paired
-    resamples of the samples (``e*`` recomputes the span too); evidence that
-    ``e < floor`` likewise with the inequalities reversed.  A "must beat" check
-    *passes* on evidence that ``e > floor`` which is also significant against
-    no difference (one-sided Wilcoxon of d, ``p_<check>``), and *fails* on
-    evidence that ``e < floor``; a "must not beat" check the other way round.
-    Requiring both the rank test and the bootstrap makes every decision stable
-    under a bootstrap of the samples.
+    ``e > floor`` is the bootstrap p ``(#{e* <= floor} + 1) / (B + 1)`` over
+    ``n_boot`` paired resamples of the samples (``e*`` recomputes the span too),
+    evidence that ``e < floor`` likewise with the inequality reversed; neither is
+    taken below ``2**-n``, the smallest p the exact signed-rank test can give
+    with n pairs, so that a handful of samples decides nothing.  A "must beat"
+    check *passes* on evidence that ``e > floor`` that is also significant
+    against no difference (the larger of the two p-values, an
+    intersection-union test; the one-sided Wilcoxon signed-rank test of d,
+    :func:`signed_rank`, ``p_<check>``), and *fails* on evidence that
+    ``e < floor``; a "must not beat" check the other way round.  A decision on
+    the floor is thus a bootstrap of the samples that keeps the effect on one
+    side of the floor in all but a BH-adjusted ``alpha`` of the resamples: it is
+    stable under a bootstrap of the samples by construction.
 
     Multiplicity: the two one-sided p-values of every check of every family in
     ``df`` (one run) are adjusted together by Benjamini-Hochberg (:func:`bh`);
@@ -442,9 +445,11 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, floor: float = FLOOR, power:
     at ``alpha`` (positively dependent tests).  A check with neither decision
     is *undetermined*; its ``n_needed_<check>`` is the n at which its observed
     effect would be decided with ``power`` at the run's next BH level
-    ``alpha (R + 1) / M`` (R decisions among M hypotheses), from the bootstrap
-    standard error: ``n * ((z_{1-a} + z_power) se / |e - floor|)**2``, and at
-    least the n at which the exact test can reach that level.
+    ``a = alpha (R + 1) / M`` (R decisions among M hypotheses), from the
+    bootstrap standard error: ``n * ((z_{1-a} + z_power) se / |e - floor|)**2``,
+    at least the n at which the exact test can reach ``a`` and, where the
+    decision also needs the Wilcoxon test, the n of :func:`noether_n` for the
+    observed differences.
 
     ``verdict``: ``invalid`` when a check fails; ``valid`` when all three pass;
     otherwise ``undetermined`` (a check undecided, a control missing -- e.g. no
@@ -527,10 +532,11 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, floor: float = FLOOR, power:
             dec = c.get("decision", "undetermined")
             leans = "pass" if (c["effect"] > floor) == must else "fail"
             n_need = np.nan
-            if dec == "undetermined":  # both parts of the decision must reach the next BH level
+            if dec == "undetermined":  # every part of the decision must reach the run's next BH level
                 n_need = max(normal_n(c["effect"] - floor, c["se"] * math.sqrt(c["n"]), level_next, power),
-                             noether_n(c[f"walsh_{'above' if (leans == 'pass') == must else 'below'}"],
-                                       level_next, power, alternative="greater"))
+                             min_pairs(level_next))
+                if (leans == "pass") == must:  # the decision needs a better than b significantly, too
+                    n_need = max(n_need, noether_n(c["walsh"], level_next, power, alternative="greater"))
                 n_need = _cap(math.ceil(n_need)) if np.isfinite(n_need) else np.nan
                 (lean_fail if leans == "fail" else lean_pass).append(n_need)
             row.update({f"decision_{name}": dec, f"effect_{name}": c["effect"], f"effect_low_{name}": c["lo"],
@@ -583,21 +589,16 @@ def _validity_checks(X: np.ndarray, raw: np.ndarray, present: list, floor: float
         with np.errstate(invalid="ignore", divide="ignore"):
             eb = np.where(Sb > 0, (M[:, ia] - M[:, ib]) / np.where(Sb > 0, Sb, 1.0), 0.0)
         p0 = float(signed_rank(d, "greater")[1][0])
-        ds = d - floor * span
-        if np.all(np.round(ds, 12) == 0):  # every control equal on every sample: e = 0 exactly
-            p_above, p_below_rank = 1.0, min_p_signed_rank(n, "less")
-            w_above, w_below = 0.0, 1.0
-        else:
-            p_above, p_below_rank = (float(signed_rank(ds, alt)[1][0]) for alt in ("greater", "less"))
-            w_above = walsh_share(ds) if n >= 2 else float(ds[0] > 0)
-            w_below = 1.0 - w_above
-        above = max(p_above, (np.sum(eb <= floor) + 1) / (n_boot + 1))
-        below = max(p_below_rank, (np.sum(eb >= floor) + 1) / (n_boot + 1))
+        # the floor is judged on the bootstrap of the effect; with n pairs nothing is decided below the
+        # smallest p the exact signed-rank test could give (2**-n): a tiny n decides nothing
+        exact = min_p_signed_rank(n, "greater")
+        above = max((np.sum(eb <= floor) + 1) / (n_boot + 1), exact)  # evidence that e > floor
+        below = max((np.sum(eb >= floor) + 1) / (n_boot + 1), exact)  # evidence that e < floor
         p_pass, p_fail = (max(p0, above), below) if must else (below, max(p0, above))
         lo, hi = np.quantile(eb, [(1 - level) / 2, (1 + level) / 2])
         out[name] = dict(n=n, effect=e, lo=float(lo), hi=float(hi), se=float(eb.std(ddof=1)) if n_boot > 1 else 0.0,
-                         p0=p0, p_pass=float(p_pass), p_fail=float(p_fail), walsh_above=w_above,
-                         walsh_below=w_below,
+                         p0=p0, p_pass=float(p_pass), p_fail=float(p_fail), walsh=walsh_share(d) if n >= 2 else
+                         float(d[0] > 0),
                          median_diff=float(np.median(raw[:, ia] - raw[:, ib])))
     return out
 
@@ -930,9 +931,12 @@ def power_vs_best(n: int, k: int, dz: float = MEDIUM_DZ, alpha: float = 0.05, ot
     normal with variance 1/2, so the paired difference of two arms has SD 1 and ``dz = mu_a - mu_b``.  Arm 0
     is the best (``mu = 0``) and arm 1 lies ``dz`` below it.  The other k - 2 arms are at 0 (``others="tied"``:
     tied with the best, so the observed best is one of k - 1 equal arms and Holm corrects over comparisons
-    that mostly do not reject -- the hardest case) or far below (``"far"``, -3: every other comparison
-    rejects).  Returns ``{"power": share of simulations in which arm 1 is found significantly worse than the
-    observed best, "false_split": share in which an arm tied with the best is found significantly worse}``.
+    that mostly do not reject), at ``-dz`` like arm 1 (``"worse"``: the best stands alone, every comparison
+    has the same effect) or far below (``"far"``, -3: every other comparison rejects).  Returns ``{"power": share of simulations in which arm 1 is found significantly worse than the
+    observed best, "false_split": share in which at least one arm tied with the best is found significantly
+    worse, "false_split_per_arm": the same per tied arm (the chance that one given ~ mark is lost)}``.  The
+    best is chosen from the same samples, so arms tied with it look worse than they are: ``false_split`` exceeds
+    alpha when many arms tie (the procedure protects the best arm, not every tied one).
     """
     if k < 2:
         raise UserError(f"power_vs_best needs k >= 2 arms, got {k}")
@@ -941,8 +945,10 @@ def power_vs_best(n: int, k: int, dz: float = MEDIUM_DZ, alpha: float = 0.05, ot
     mu[1] = -dz
     if others == "far":
         mu[2:] = -3.0
+    elif others == "worse":
+        mu[2:] = -dz
     elif others != "tied":
-        raise UserError(f"others must be 'tied' or 'far', got {others!r}")
+        raise UserError(f"others must be 'tied', 'worse' or 'far', got {others!r}")
     tied = mu == 0
     X = mu + rng.normal(0, math.sqrt(0.5), (n_sim, n, k)) + rng.normal(0, 1, (n_sim, n, 1))
     top = X.mean(axis=1).argmax(axis=1)
@@ -955,4 +961,6 @@ def power_vs_best(n: int, k: int, dz: float = MEDIUM_DZ, alpha: float = 0.05, ot
     sig = np.apply_along_axis(holm, 1, p) < alpha
     power = np.mean(np.any(sig & (arm_of == 1), axis=1))
     false_split = np.mean(np.any(sig & tied[arm_of], axis=1))
-    return {"power": float(power), "false_split": float(false_split)}
+    n_tied = int(tied.sum()) - 1  # tied arms other than the observed best (when the best is one of them)
+    per_arm = float(np.sum(sig & tied[arm_of]) / (n_sim * n_tied)) if n_tied > 0 else 0.0
+    return {"power": float(power), "false_split": float(false_split), "false_split_per_arm": per_arm}
