@@ -1,11 +1,12 @@
-"""Evaluation metrics, one file per family, registered by name.
+"""Evaluation metrics, one file per family, registered by name (the interface: :mod:`xaibench.metrics.base`).
 
-``create(name, **params)`` returns a :class:`~xaibench.metrics.base.Metric`;
-``available()`` lists the names; ``higher_is_better(output_name)`` looks up the
-direction of any reported number.
+``create(name, **params)`` returns a :class:`~xaibench.metrics.base.Metric` built from its typed config
+(unknown or out-of-range parameters are a :class:`~xaibench.errors.UserError`); ``available()`` lists the
+names.  A metric scores a batch: ``metric.evaluate(EvalBatch(adapter, items, batch_size, services))``, one dict
+per item; what each number is (direction, kind, aggregation) is declared in ``metric.outputs``.
 """
 
-from .base import METRICS, EvalContext, Metric  # noqa: E402,F401
+from .base import METRICS, EvalBatch, EvalContext, EvalItem, Metric, Services, evaluate_items  # noqa: E402,F401
 
 import importlib as _importlib
 import pkgutil as _pkgutil
