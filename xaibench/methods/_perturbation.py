@@ -1,10 +1,13 @@
-"""What SHAP and LIME share on top of :mod:`xaibench.perturb`: feature set-up, the budget rule, the
-coalition value function and painting feature values back onto the input.
+"""What SHAP and LIME share on top of :mod:`xaibench.perturb`: the typed parameters, the budget rule, the
+memory bound, the packed evaluation of the coalitions of several samples, the progress hook, and painting
+feature values back onto the input.
 
 Interpretable features: ``features`` / ``cell`` / ``frames_per_group`` /
-``n_segments`` / ``compactness`` / ``baseline`` as in :mod:`xaibench.perturb`;
-the default ``cell`` is the model's *final* token size (its patch size for
-ViT / TimeSformer, ``image_size / final grid`` for Swin).
+``n_segments`` / ``compactness`` / ``baseline`` / ``blur_sigma`` as in
+:class:`xaibench.perturb.FeatureConfig` (declared there once); the default
+``cell`` is the model's *final* token size (its patch size for ViT /
+TimeSformer, ``image_size / final grid`` for Swin) and the default
+``frames_per_group`` is 2.
 
 Budget rule (``budget``)
 ------------------------
@@ -18,6 +21,31 @@ doubles the grid ``cell`` (then ``frames_per_group``) until the rule holds and
 records the cell used; ``budget=allow`` runs anyway (only to reproduce a
 published protocol that used such a budget).
 
+Memory bound
+------------
+The surrogate libraries hold every coalition in memory (KernelSHAP: about
+``80 M`` bytes per coalition -- its sampled design matrix, its mask matrix, the
+solver's weighted copies and a tuple of M floats per distinct coalition;
+LIME: about ``40 M``: the int64 draw, its float copy and the ridge fit's
+copies).  Before anything is drawn, a sample whose coalitions would need more
+than half of the available memory is refused with a
+:class:`~xaibench.errors.UserError` naming ``method.n_samples``, the memory
+it would need and the largest ``n_samples`` that fits.  The model's inputs
+are composed one model batch at a time (:class:`xaibench.perturb.Perturber`),
+so their memory does not grow with ``n_samples``.
+
+Several samples at once
+-----------------------
+``explain_batch`` draws every sample's coalitions first, then evaluates all of
+them through one :class:`~xaibench.perturb.Perturber`, which packs the
+perturbed inputs of several samples into full model batches (``batch_size``),
+and then fits each sample's surrogate.  The coalitions of a sample depend
+only on ``seed`` and M, so each sample's values equal those of
+``explain`` on that sample alone (up to the float rounding of the batched
+model; tested).  ``progress(done, total)`` -- an attribute the runner may set
+on the method object -- is called after every model batch with the
+coalitions answered so far and the total of the call.
+
 From feature values to an explanation
 -------------------------------------
 Every position gets its feature's value ``phi_f`` (the convention of Captum and
@@ -30,18 +58,22 @@ size there, so frame scores sum to ``sum_f phi_f``).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, check_range
+from ..config import param
+from ..errors import UserError
 from ..explanation import Explanation
-from ..perturb import FeatureSpec, Perturber, make_baseline, n_features, token_cell
+from ..perturb import FeatureConfig, Features, Perturber, available_memory, gib, token_cell
+from .base import Method
 
 BUDGETS = ("refuse", "coarsen", "allow")
-#: the feature / baseline parameters SHAP and LIME accept besides their own (see xaibench.perturb.FeatureSpec)
-FEATURE_PARAMS = ("features", "cell", "frames_per_group", "n_segments", "compactness", "baseline", "blur_sigma")
+#: the share of the available memory that one sample's coalitions may take
+MEMORY_SHARE = 0.5
 
 
 def min_samples(m: int) -> int:
@@ -49,37 +81,64 @@ def min_samples(m: int) -> int:
     return min(4 * m, 2 ** m) if m < 62 else 4 * m
 
 
-class PerturbationSetup:
-    """Parameters shared by SHAP and LIME (validated): features, baseline, budget, batch size, seed."""
+@dataclass
+class CoalitionConfig(FeatureConfig):
+    """Parameters of SHAP and LIME (module docstring)."""
 
-    def __init__(self, n_samples: int, batch_size: int = 32, seed: int = 0, budget: str = "refuse",
-                 lo: int = 1, **features):
-        self.n_samples = check_range("method.n_samples", n_samples, lo, 10 ** 7, integer=True)
-        self.batch_size = check_range("method.batch_size", batch_size, 1, 1 << 20, integer=True)
-        self.seed = 0 if seed is None else check_range("method.seed", seed, 0, 2 ** 32 - 1, integer=True)
-        if budget not in BUDGETS:
-            raise UserError(f"method.budget={budget!r}; valid: {', '.join(BUDGETS)}")
-        self.budget = budget
-        features.setdefault("frames_per_group", 2)
-        self.spec = FeatureSpec(prefix="method", **features)
-        self._noted: set = set()
+    frames_per_group: int = param(2, range=(1, 4096), active=lambda c: c.features == "grid",
+                                  help="consecutive frames per grid feature (space-time tubelets)")
+    n_samples: int = param(512, range=(1, 10 ** 7), help="model evaluations (coalitions) per sample")
+    batch_size: int = param(32, range=(1, 1 << 20), neutral=True, help="model batch size of the coalitions")
+    seed: Optional[int] = param(None, range=(0, 2 ** 32 - 1), help="seed of the coalitions (null: the run's seed)")
+    budget: str = param("refuse", choices=BUDGETS,
+                        help="when n_samples < min(4 M, 2^M) for M features: refuse, coarsen the features, or allow")
 
-    def params(self) -> dict:
-        return {"n_samples": self.n_samples, "seed": self.seed, "budget": self.budget, **self.spec.params()}
 
-    def features(self, adapter, x: torch.Tensor, method: str):
-        """(ids, cell) for ``x``, applying the budget rule."""
-        cell = self.spec.cell or token_cell(adapter, -1)
-        fpg = self.spec.frames_per_group
+@dataclass
+class Plan:
+    """One sample's work: its features, coalitions (K, M) and, once evaluated, their target logits."""
+
+    adapter: object
+    x: torch.Tensor
+    target: int
+    features: Features
+    cell: int
+    coalitions: Optional[np.ndarray] = None
+    values: Optional[np.ndarray] = None
+    state: object = None
+
+
+class CoalitionMethod(Method):
+    """Base of SHAP and LIME: subclasses define :meth:`draw` (the coalitions of one sample, before any model
+    evaluation), :meth:`fit` (the feature values from the evaluated coalitions) and ``bytes_per_value`` (the
+    memory their library needs per coalition and feature)."""
+
+    Config = CoalitionConfig
+    bytes_per_value = 80
+    #: ``progress(done, total)``: coalitions answered so far in the current call (set by the runner)
+    progress: Optional[Callable[[int, int], None]] = None
+
+    @property
+    def seed_value(self) -> int:
+        return 0 if self.cfg.seed is None else int(self.cfg.seed)
+
+    # ------------------------------------------------------------------ features and the budget rule
+    def features(self, adapter, x: torch.Tensor):
+        """(Features, cell) of ``x``, applying the budget rule."""
+        c = self.cfg
+        method = self.name
+        cell = c.cell or token_cell(adapter, -1)
+        fpg = c.frames_per_group
+        noted = self.__dict__.setdefault("_noted", set())
         while True:
-            spec = FeatureSpec(**{**self.spec.__dict__, "cell": cell, "frames_per_group": fpg})
-            ids = spec.ids(x, cell)
-            m = n_features(ids)
-            if self.n_samples >= min_samples(m) or self.budget == "allow":
-                return ids, cell
-            if self.budget == "refuse" or spec.features != "grid":
+            spec = c.replace(cell=cell, frames_per_group=fpg)
+            feats = spec.features_of(x, cell, "method")
+            m = feats.n
+            if c.n_samples >= min_samples(m) or c.budget == "allow":
+                return feats, cell
+            if c.budget == "refuse" or c.features != "grid":
                 raise UserError(
-                    f"{method}: {self.n_samples} model evaluations are too few for {m} features (the rule is "
+                    f"{method}: {c.n_samples} model evaluations are too few for {m} features (the rule is "
                     f"n_samples >= min(4 M, 2^M) = {min_samples(m)}; below it the estimate is ill-conditioned). "
                     f"Raise method.n_samples to {min_samples(m)}, use coarser features (method.cell, "
                     f"method.frames_per_group), or set method.budget=coarsen")
@@ -91,20 +150,89 @@ class PerturbationSetup:
             else:
                 raise UserError(f"{method}: cannot coarsen below {m} features; raise method.n_samples")
             note = f"{method}: budget rule: coarsened the features to cell={cell}, frames_per_group={fpg}"
-            if note not in self._noted:  # once per setting, not once per sample
-                self._noted.add(note)
-                warnings.warn(note, stacklevel=2)
+            if note not in noted:  # once per setting, not once per sample
+                noted.add(note)
+                warnings.warn(note, stacklevel=3)
 
-    def value_function(self, adapter, x, target, ids):
-        """``f(z)``: the target logit with the features of ``z`` kept and the others at the baseline."""
-        base = make_baseline(x, self.spec.baseline, np.random.default_rng(self.seed), self.spec.blur_sigma)
-        pert = Perturber(adapter, x, ids, base, self.batch_size, self.spec.cache_key(ids))
+    def n_coalitions(self, m: int) -> int:
+        """How many coalitions the surrogate evaluates for ``m`` features (at most ``n_samples``)."""
+        return self.cfg.n_samples
 
-        def f(z) -> np.ndarray:
-            keep = torch.as_tensor(np.asarray(z) > 0.5)
-            return pert.logits(keep)[:, int(target)].double().cpu().numpy()
+    def check_memory(self, m: int) -> None:
+        """Refuse, before anything is drawn, a sample whose coalitions would not fit (module docstring)."""
+        n = self.n_coalitions(m)
+        per = self.bytes_per_value * m + 64
+        need, avail = n * per, available_memory("cpu")
+        if need > MEMORY_SHARE * avail:
+            fits = int(MEMORY_SHARE * avail // per)
+            raise UserError(
+                f"{self.name}: method.n_samples={self.cfg.n_samples} with {m} features would need about "
+                f"{gib(need)} of memory for the coalitions ({self.bytes_per_value} bytes per coalition and "
+                f"feature), more than half of the {gib(avail)} available; lower method.n_samples (at most about "
+                f"{fits} fits) or use coarser features (method.cell, method.frames_per_group)")
 
-        return f
+    # ------------------------------------------------------------------ explaining
+    def explain_batch(self, adapter, xs: torch.Tensor, targets: Sequence[int]) -> List[Explanation]:
+        """Explanations of several samples whose coalitions are evaluated together (module docstring)."""
+        c = self.cfg
+        plans = []
+        for x, t in zip(xs, targets):
+            feats, cell = self.features(adapter, x)
+            self.check_memory(feats.n)
+            plans.append(Plan(adapter, x, int(t), feats, cell))
+        for pl in plans:
+            pl.coalitions = self.draw(pl)
+        # evaluate in groups whose coalition matrices fit together in the memory bound
+        budget = MEMORY_SHARE * available_memory("cpu")
+        group: List[Plan] = []
+        size = 0
+        total = sum(len(pl.coalitions) for pl in plans)
+        done = [0]
+        for pl in plans:
+            b = pl.coalitions.size + 16 * len(pl.coalitions)
+            if group and size + b > budget:
+                self._evaluate(adapter, group, done, total)
+                group, size = [], 0
+            group.append(pl)
+            size += b
+        if group:
+            self._evaluate(adapter, group, done, total)
+        return [self.fit(pl) for pl in plans]
+
+    def _evaluate(self, adapter, plans: List[Plan], done: list, total: int):
+        c = self.cfg
+        start = done[0]
+
+        def report(n, _):
+            done[0] = start + n
+            if self.progress is not None:
+                self.progress(done[0], total)
+
+        p = Perturber(adapter, batch_size=c.batch_size, progress=report)
+        reqs = []
+        for pl in plans:
+            base = c.baseline_of(pl.x, np.random.default_rng(self.seed_value))
+            src = p.source(pl.x, pl.features, base, cacheable=not c.random_baseline, baseline_key=c.baseline_key())
+            reqs.append(p.add(src, torch.from_numpy(pl.coalitions), _TargetLogit(pl.target)))
+        p.run()
+        for pl, r in zip(plans, reqs):
+            pl.values = r.values.cpu().numpy()
+
+    def draw(self, plan: Plan) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, plan: Plan) -> Explanation:
+        raise NotImplementedError
+
+
+class _TargetLogit:
+    """The target class's logit of each row, float64 (the surrogates' value function)."""
+
+    def __init__(self, target: int):
+        self.target = int(target)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, self.target].double()
 
 
 def to_explanation(phi: np.ndarray, ids: torch.Tensor, adapter, **extras) -> Explanation:

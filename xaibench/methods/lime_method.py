@@ -18,68 +18,70 @@ weighting and fitting we call (``LimeBase.explain_instance_with_data`` with
 ``feature_selection='none'``).  ``LimeImageExplainer`` itself only takes 2-D
 H x W x 3 images with a 2-D segmentation and evaluates the classifier on
 numpy images, so the perturbed inputs for video tubelets are built here
-(batched through the adapter, ``batch_size`` at a time); we chose this over
-Captum's Lime because Captum's default kernel measures distance between the
-perturbed *inputs* rather than in LIME's interpretable space and its default
-surrogate is a Lasso, both departing from LIME as published.
+(batched through the adapter, the coalitions of several samples packed into
+the same model batches of ``batch_size``); we chose this over Captum's Lime
+because Captum's default kernel measures distance between the perturbed
+*inputs* rather than in LIME's interpretable space and its default surrogate
+is a Lasso, both departing from LIME as published.
 
 Seeded: the coalitions are drawn exactly as ``LimeImageExplainer(random_state=seed)``
 draws them (``numpy.random.RandomState(seed).randint(0, 2, n * M)``, a private
 generator, the global one untouched) and Ridge is deterministic, so equal
 seeds give identical values -- and, for an image with the same segmentation
 and ``hide_color`` = 0, the same values as ``LimeImageExplainer`` itself (a
-test checks this); it costs ``n_samples`` forward passes.  ``seed`` defaults
-to the run's ``seed``.
+test checks this); it costs ``n_samples`` forward passes (repeated coalitions
+once).  ``seed`` defaults to the run's ``seed``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..errors import check_range
+from ..config import param
 from .base import METHODS
-from ._perturbation import FEATURE_PARAMS, PerturbationSetup, to_explanation
-from .base import Method
+from ._perturbation import CoalitionConfig, CoalitionMethod, Plan, to_explanation
+
+
+@dataclass
+class LimeConfig(CoalitionConfig):
+    n_samples: int = param(512, range=(2, 10 ** 7), help="model evaluations (coalitions) per sample")
+    kernel_width: float = param(0.25, range=(1e-6, 1e6), help="width of LIME's exponential kernel")
 
 
 @METHODS.register("lime")
-class Lime(Method):
+class Lime(CoalitionMethod):
     name = "lime"
-    extra_parameters = FEATURE_PARAMS
+    Config = LimeConfig
+    bytes_per_value = 40  # the int64 draw, its float64 copy and the ridge fit's two float64 copies
 
-    def __init__(self, n_samples: int = 512, batch_size: int = 32, seed: int = 0, kernel_width: float = 0.25,
-                 budget: str = "refuse", **features):
-        self.setup = PerturbationSetup(n_samples, batch_size, seed, budget, lo=2, **features)
-        self.kernel_width = check_range("method.kernel_width", kernel_width, 1e-6, 1e6)
+    def draw(self, plan: Plan) -> np.ndarray:
+        """LimeImageExplainer(random_state=seed)'s draw, value for value; the first row is the instance."""
+        M, n = plan.features.n, self.cfg.n_samples
+        z = np.random.RandomState(self.seed_value).randint(0, 2, n * M).reshape(n, M)
+        z[0, :] = 1
+        return z.astype(bool)
 
-    def params(self):
-        return {**self.setup.params(), "kernel_width": self.kernel_width}
-
-    def explain(self, adapter, x, target):
+    def fit(self, plan: Plan):
         from lime.lime_base import LimeBase
         from sklearn.metrics import pairwise_distances
         from threadpoolctl import threadpool_limits
 
-        s = self.setup
-        ids, cell = s.features(adapter, x, "lime")
-        f = s.value_function(adapter, x, target, ids)
-        M = int(ids.max()) + 1
-        # the draw of LimeImageExplainer(random_state=seed).data_labels, value for value
-        z = np.random.RandomState(s.seed).randint(0, 2, s.n_samples * M).reshape(s.n_samples, M)
-        z[0, :] = 1
-        z = z.astype(np.float64)
-        y = f(z)[:, None]
+        M = plan.features.n
+        z = plan.coalitions.astype(np.float64)
+        y = plan.values[:, None]
         d = pairwise_distances(z, z[:1], metric="cosine").ravel()
-        kw = self.kernel_width
+        kw = self.cfg.kernel_width
 
         def kernel(dist):
             return np.sqrt(np.exp(-(dist ** 2) / kw ** 2))
 
-        base = LimeBase(kernel, verbose=False, random_state=s.seed)
+        base = LimeBase(kernel, verbose=False, random_state=self.seed_value)
         with threadpool_limits(1, user_api="blas"):  # small regression: one BLAS thread (see shap_method)
             intercept, exp, score, _ = base.explain_instance_with_data(z, y, d, 0, M, feature_selection="none")
         phi = np.zeros(M)
         for k, wgt in exp:
             phi[int(k)] = wgt
-        return to_explanation(phi, ids, adapter, cell=np.float64(cell), intercept=np.float64(intercept),
-                              score=np.float64(score))
+        return to_explanation(phi, plan.features.ids, plan.adapter, cell=np.float64(plan.cell),
+                              intercept=np.float64(intercept), score=np.float64(score))

@@ -1,13 +1,12 @@
-"""Deletion and insertion curves (Petsiuk, Das & Saenko, "RISE", BMVC 2018, section 4.1).
+"""Deletion and insertion curves (Petsiuk, Das & Saenko, "RISE", BMVC 2018, section 4.1) and the symmetric
+relevance gain (Blücher, Vielhaben & Strodthoff 2024).
 
 Features (:mod:`xaibench.perturb`: grid cells, tubelets or superpixels) are
-ranked by decreasing mean attribution; with tied features the AUC is the mean
-over ``tie_draws`` seeded random orders of the ties (the tie policy of
-:mod:`xaibench.metrics.perturbation`).  With ``F`` features and ``n = min(n_steps, F)`` steps, step ``i``
-(``i = 0 .. n``) acts on the top ``k_i = floor(i F / n)`` features and sits at
-``x_i = k_i / F`` (so x runs over [0, 1] and includes 0 and 1).  ``y`` is the
-softmax probability of the target class (``output='prob'``, the default;
-``logit`` is available).
+ranked by decreasing mean attribution.  With ``F`` features and
+``n = min(n_steps, F)`` steps, step ``i`` (``i = 0 .. n``) acts on the top
+``k_i = floor(i F / n)`` features and sits at ``x_i = k_i / F`` (so x runs
+over [0, 1] and includes 0 and 1).  ``y`` is the softmax probability of the
+target class (``output='prob'``, the default; ``logit`` is available).
 
 * ``deletion_auc`` (lower is better): ``y_i`` = the output when the top ``k_i``
   features are set to the baseline (``x_0`` is the clean input);
@@ -17,82 +16,132 @@ softmax probability of the target class (``output='prob'``, the default;
 
 AUC = trapezoid rule over the points ``(x_i, y_i)``, i = 0 .. n
 (``numpy.trapezoid``); with probabilities it lies in [0, 1].  The clean
-input's output comes from the harness's logits (no extra pass), so each curve
-costs ``n`` forward passes per order (cuts shared by the orders are
-evaluated once).  Baseline default ``zero`` (RISE deletes to black
-and inserts onto a blurred copy: set ``baseline: blur`` for insertion to
-follow it).
+input's output comes from the harness's logits (no extra pass), so a curve
+costs at most ``n`` forward passes.  Baseline default ``zero`` (RISE deletes
+to black and inserts onto a blurred copy: set ``baseline: blur`` for
+insertion to follow it).
+
+Ties (docs/ties.md): an AUC is a weighted sum of its points, so its expectation
+over the orders of tied features is the same weighted sum of each point's
+expectation.  A point whose cut falls on a tie-group boundary is exact; a cut
+inside a group removes a uniformly random subset of it, whose expected output
+is computed exactly (every subset) when there are few, else estimated from
+seeded antithetic draws until the AUC's tie standard error is at most
+``tie_se`` (reported as ``<output>_tie_se``).  The curves share their points:
+deletion's and SRG's MoRF points are the same masks, SRG's LeRF points and
+insertion's points are "keep the top m" masks like STAA's, and the draws of a
+tied cut are the same in every metric, so the output cache answers each
+distinct mask of a sample once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import numpy as np
 
-from ..errors import check_range
+from ..analysis.schema import Output
+from ..config import param
 from .base import METRICS
-from .perturbation import PerturbationMetric
+from .perturbation import (OUTPUTS, LinearScore, LinearTies, PerturbationMetric, TieConfig, target_output,
+                           tie_se_outputs, trapezoid_weights)
 
 
-class _Curve(PerturbationMetric):
-    default_output = "prob"
-    insertion = False
-    least_first = False  # remove the least relevant features first (LeRF) instead of the most (MoRF)
+@dataclass
+class CurveConfig(TieConfig):
+    n_steps: int = param(20, range=(1, 10 ** 6), help="steps of the curve (at most one per feature)")
+    output: str = param("prob", choices=OUTPUTS, help="model output read for the target class")
 
-    def __init__(self, n_steps: int = 20, **kw):
-        super().__init__(**kw)
-        self.n_steps = check_range("metric.n_steps", n_steps, 1, 10**6, integer=True)
 
-    def params(self):
-        return {"n_steps": self.n_steps, **super().params()}
+def steps(F: int, n_steps: int):
+    """(k_i, x_i): features acted on at each of the ``n + 1`` points, and their fraction."""
+    n = min(int(n_steps), F)
+    k = np.array([(i * F) // n for i in range(n + 1)], dtype=np.int64)
+    return k, k.astype(np.float64) / F
 
-    def curves(self, ctx):
-        """(x, [y per order]): fraction of features acted on and the target output, n + 1 points each."""
-        ids = self.ids(ctx)
-        orders = self.orders(ctx, ids, ascending=self.least_first)
-        F = orders[0].numel()
-        n = min(self.n_steps, F)
-        k = [(i * F) // n for i in range(n + 1)]
-        # evaluated cuts: deletion i = 1..n, insertion i = 0..n-1 (the clean input's output is ctx.logits)
-        ks = k[1:] if not self.insertion else k[:-1]
-        y0 = self.y0(ctx)
-        ys = []
-        for order in orders:
-            y = self.outputs_at(self.cut_logits(ctx, ids, order, ks, keep_top=self.insertion), ctx)
-            ys.append(np.concatenate([[y0], y]) if not self.insertion else np.concatenate([y, [y0]]))
-        return np.asarray(k, dtype=np.float64) / F, ys
 
-    def compute(self, ctx):
-        x, ys = self.curves(ctx)
-        return {self.name: float(np.mean([np.trapezoid(y, x) for y in ys]))}
+class _Curves(PerturbationMetric):
+    Config = CurveConfig
+    #: the curves this metric reads: "morf" (deletion, most relevant first), "lerf" (deletion, least relevant
+    #: first), "insertion"
+    curves: tuple = ()
+
+    def evaluate(self, batch):
+        cfg = self.cfg
+        p = self.perturber(batch)
+        scores = []
+        for prep in self.prepare(batch, p):
+            item = prep.item
+            r = prep.ranking()
+            F = r.F
+            k, x = steps(F, cfg.n_steps)
+            w = trapezoid_weights(x)
+            y0 = float(target_output(item.logits[None], item.target, cfg.output)[0])
+            s = LinearScore(r, prep.source, partial(target_output, target=item.target, output=cfg.output),
+                            self.score_outputs())
+            for curve in self.curves:
+                for o, sign in self.reads(curve):
+                    for i in range(len(k)):
+                        wi = sign * w[i]
+                        if curve == "insertion":  # keep the top k_i; the last point is the clean input
+                            if k[i] == F:
+                                s.constant(o, wi * y0)
+                            else:
+                                s.add(o, wi, "top", k[i])
+                        elif curve == "morf":  # remove the top k_i = keep the bottom F - k_i
+                            if k[i] == 0:
+                                s.constant(o, wi * y0)
+                            else:
+                                s.add(o, wi, "bottom", F - k[i])
+                        else:  # lerf: remove the bottom k_i = keep the top F - k_i
+                            if k[i] == 0:
+                                s.constant(o, wi * y0)
+                            else:
+                                s.add(o, wi, "top", F - k[i])
+            scores.append(s)
+        return LinearTies(cfg.tie_se, cfg.tie_max_draws).run(p, scores)
+
+    def score_outputs(self):
+        return [o for o in self.outputs if not o.endswith("_tie_se")]
+
+    def reads(self, curve):
+        """[(output, sign)] of the outputs that curve ``curve`` enters."""
+        raise NotImplementedError
 
 
 @METRICS.register("deletion_auc")
-class DeletionAUC(_Curve):
+class DeletionAUC(_Curves):
     """Deletion AUC (RISE, Petsiuk et al. 2018): most-relevant-first removal to the baseline; lower is better.
 
     ``deletion_auc = sum_i (x_{i+1} - x_i) (y_i + y_{i+1}) / 2`` with
     ``y_i = p(target | top k_i features set to the baseline)`` (module docstring).
     """
 
-    name = "deletion_auc"
-    outputs = {"deletion_auc": False}
+    outputs = tie_se_outputs({"deletion_auc": Output(False)})
+    curves = ("morf",)
+
+    def reads(self, curve):
+        return [("deletion_auc", 1.0)]
 
 
 @METRICS.register("insertion_auc")
-class InsertionAUC(_Curve):
+class InsertionAUC(_Curves):
     """Insertion AUC (RISE, Petsiuk et al. 2018): most-relevant-first insertion onto the baseline; higher is better.
 
     ``insertion_auc = sum_i (x_{i+1} - x_i) (y_i + y_{i+1}) / 2`` with
     ``y_i = p(target | only the top k_i features shown, baseline elsewhere)``.
     """
 
-    name = "insertion_auc"
-    outputs = {"insertion_auc": True}
-    insertion = True
+    outputs = tie_se_outputs({"insertion_auc": Output(True)})
+    curves = ("insertion",)
+
+    def reads(self, curve):
+        return [("insertion_auc", 1.0)]
 
 
 @METRICS.register("srg")
-class SymmetricRelevanceGain(_Curve):
+class SymmetricRelevanceGain(_Curves):
     """Symmetric relevance gain (Blücher, Vielhaben & Strodthoff, "Decoupling Pixel Flipping and Occlusion
     Strategy for Consistent XAI Benchmarks", 2024): the area between the least-relevant-first (LeRF) and the
     most-relevant-first (MoRF) deletion curves; higher is better.
@@ -108,21 +157,18 @@ class SymmetricRelevanceGain(_Curve):
     model's reaction to the occlusion itself (out-of-distribution baseline
     inputs), which alone can make a bad map look good on a single curve -- so
     the score is symmetric: a map and its reverse score ``srg`` and ``-srg``,
-    and an uninformative map (random or constant) scores 0 in expectation.
-    Reported beside it: ``morf_auc`` (lower is better; equal to ``deletion_auc``)
-    and ``lerf_auc`` (higher is better).  Ties as for every rank-based metric
-    (seeded random orders of tied features, averaged).  Cost: 2 ``n_steps``
-    forward passes per order.
+    and an uninformative map scores 0 in expectation; a constant map scores 0
+    exactly (its MoRF and LeRF cuts are the same random subsets, so their
+    terms cancel before any draw).  Reported beside it: ``morf_auc`` (lower
+    is better; equal to ``deletion_auc``) and ``lerf_auc`` (higher is better).
+    Cost: at most ``2 n_steps - 1`` forward passes (the all-removed input is
+    shared).
     """
 
-    name = "srg"
-    outputs = {"srg": True, "morf_auc": False, "lerf_auc": True}
+    outputs = tie_se_outputs({"srg": Output(True), "morf_auc": Output(False), "lerf_auc": Output(True)})
+    curves = ("morf", "lerf")
 
-    def compute(self, ctx):
-        aucs = {}
-        for least_first in (False, True):
-            self.least_first = least_first
-            x, ys = self.curves(ctx)
-            aucs[least_first] = float(np.mean([np.trapezoid(y, x) for y in ys]))
-        self.least_first = False
-        return {"srg": aucs[True] - aucs[False], "morf_auc": aucs[False], "lerf_auc": aucs[True]}
+    def reads(self, curve):
+        if curve == "morf":
+            return [("srg", -1.0), ("morf_auc", 1.0)]
+        return [("srg", 1.0), ("lerf_auc", 1.0)]

@@ -1,17 +1,16 @@
 """Faithfulness by correlation and by monotonicity (Bhatt 2020; Nguyen & Martinez 2020; Arya 2019).
 
-Common ground (:class:`~xaibench.metrics.perturbation.PerturbationMetric`): the input
-is split into ``F`` features (grid cells, tubelets, pixels or superpixels,
-:mod:`xaibench.perturb`); "removing"
-a feature sets its positions (all colour channels) to the ``baseline``
-(``zero`` by default).  ``a_f`` is feature ``f``'s *summed* attribution over
-its positions (after ``|.|`` when ``abs``); orderings use the *mean* over the
-positions (the same order when all features have the same size); ``y(x)`` is
-the target class's logit or softmax probability (``output``); ``y0 = y(x)`` comes from the
-unperturbed logits the harness already has (no extra forward pass).  All
-perturbed inputs of one sample go through the model ``batch_size`` at a time;
-all randomness (subsets, tie-breaking, ``uniform`` baselines) comes from
-``ctx.rng``.
+Common ground (:mod:`xaibench.metrics.perturbation`): the input is split into
+``F`` features (grid cells, tubelets, pixels or superpixels,
+:mod:`xaibench.perturb`); "removing" a feature sets its positions (all colour
+channels) to the ``baseline`` (``zero`` by default).  ``a_f`` is feature
+``f``'s *summed* attribution over its positions (after ``|.|`` when ``abs``);
+orderings use the *mean* over the positions (the same order when all features
+have the same size); ``y(x)`` is the target class's logit or softmax
+probability (``output``); ``y0 = y(x)`` comes from the unperturbed logits the
+harness already has (no extra forward pass).  The perturbed inputs of every
+item of a batch go through the model together, ``batch_size`` at a time; all
+randomness (subsets, ``uniform`` baselines) comes from the item's generators.
 
 Differences from Quantus 0.6 (``quantus.FaithfulnessCorrelation``,
 ``MonotonicityCorrelation``, ``Monotonicity``), all of them deliberate and
@@ -27,47 +26,72 @@ is omitted.  With pixel features, a zero baseline and the same subsets
 with Quantus to 1e-6, on single-channel inputs and on RGB inputs through a
 ViT adapter (``tests/test_metrics_quantus.py``).  Quantus's ``Monotonicity``
 cannot be matched (see :class:`Monotonicity`).
+
+Ties (docs/ties.md): the two monotonicity metrics depend on the order of the
+features *within* a step only through the chunks' contents, so they are exact
+(one order) when no chunk boundary falls inside a tie group, and otherwise the
+mean over seeded whole tie orders, drawn until the tie standard error
+(``<output>_tie_se``) is at most ``tie_se``.  Faithfulness correlation ranks
+nothing (random subsets): no tie rule.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import List, Optional
 
 import numpy as np
 import torch
-from scipy import stats
 
-from ..errors import UserError, check_range
-from .base import METRICS
-from ..perturb import feature_means, feature_totals
-from .perturbation import PerturbationMetric
-
-
-def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson / Spearman correlation (scipy) of attributions ``a`` and model effects ``b``.
-
-    The degenerate-map policy (docs/metrics.md): when ``a`` is constant (a constant
-    or all-zero map ranks nothing) the score is 0, no association -- the expectation
-    for an uninformative map, so it is neither rewarded nor dropped; when the model's
-    effects ``b`` are constant the correlation is undefined: NaN, counted in the
-    summary's ``n_undefined``.
-    """
-    if np.ptp(b) == 0:
-        return float("nan")
-    if np.ptp(a) == 0:
-        return 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = stats.pearsonr(a, b)[0] if kind == "pearson" else stats.spearmanr(a, b)[0]
-    return float(r)
+from ..analysis.schema import Output
+from ..config import param
+from ..errors import UserError
+from ..perturb import Masks
+from .base import METRICS, EvalBatch
+from .perturbation import (OUTPUTS, OrderScore, OrderTies, PerturbationConfig, PerturbationMetric, TieConfig,
+                           pearson_rows, spearman_rows, target_output, tie_se_outputs)
 
 
-def _steps(n_features: int, features_in_step, n_steps) -> int:
-    """Features per step: ``features_in_step`` if given, else ``ceil(F / n_steps)``."""
-    if features_in_step is not None:
-        return int(features_in_step)
-    return max(1, math.ceil(n_features / int(n_steps)))
+# ---------------------------------------------------------------------------------------------- faithfulness corr.
+@dataclass
+class FaithfulnessCorrelationConfig(PerturbationConfig):
+    nr_runs: int = param(100, range=(2, 10 ** 6), help="random subsets per sample")
+    subset_size: Optional[int] = param(None, range=(1, 10 ** 9), help="features per subset (null: subset_fraction)")
+    subset_fraction: float = param(0.1, range=(1e-9, 1.0), active=lambda c: c.subset_size is None,
+                                   help="subset size as a fraction of the features (when subset_size is null)")
+    abs: bool = param(False, help="correlate |attribution| sums")
+    output: str = param("logit", choices=OUTPUTS, help="model output read for the target class")
+
+
+class SubsetMasks(Masks):
+    """The faithfulness subsets of one item, drawn in order as the perturber asks for them (memory bounded by
+    a chunk, whatever ``nr_runs``): row r removes ``rng.choice(F, k, replace=False)`` (or ``subsets[r]``),
+    and ``sums[r]`` records the attribution of that subset."""
+
+    def __init__(self, rng, totals: np.ndarray, k: int, runs: int, subsets: Optional[np.ndarray] = None):
+        self.rng, self.tot, self.k, self.runs = rng, totals, int(k), int(runs)
+        self.subsets = None if subsets is None else np.asarray(subsets, dtype=np.int64)
+        self.n_features = totals.shape[0]
+        self.sums = np.zeros(self.runs)
+        self.next = 0
+
+    def __len__(self):
+        return self.runs
+
+    def rows(self, lo, hi):
+        if lo != self.next:
+            raise RuntimeError("subset masks are drawn in order")
+        if self.subsets is not None:
+            sub = self.subsets[lo:hi]
+        else:
+            sub = np.stack([self.rng.choice(self.n_features, self.k, replace=False) for _ in range(hi - lo)])
+        keep = torch.ones((hi - lo, self.n_features), dtype=torch.bool)
+        keep[torch.arange(hi - lo)[:, None], torch.from_numpy(sub)] = False
+        self.sums[lo:hi] = self.tot[sub].sum(1)
+        self.next = hi
+        return keep
 
 
 @METRICS.register("faithfulness_correlation")
@@ -83,7 +107,7 @@ class FaithfulnessCorrelation(PerturbationMetric):
 
         ``s_r = sum_{f in S_r} a_f``   and   ``d_r = y0 - y(x_{S_r -> baseline})``.
 
-    ``faithfulness_correlation = pearson(s, d)`` (``scipy.stats.pearsonr``), in
+    ``faithfulness_correlation = pearson(s, d)`` (as ``scipy.stats.pearsonr``), in
     [-1, 1], higher is better; 0 when ``s`` is constant (a constant or all-zero
     map: no association), NaN when ``d`` is constant (undefined).
 
@@ -92,28 +116,18 @@ class FaithfulnessCorrelation(PerturbationMetric):
     ``subset_fraction`` (default 0.1: ``|S| = max(1, round(0.1 F))``), ``abs``
     (default False, as Quantus), ``output`` (default ``logit``, as Quantus's
     ``softmax=False``), plus the shared perturbation parameters.  Cost:
-    ``nr_runs`` forward passes.
+    ``nr_runs`` forward passes per sample (shared by its methods).  The subsets
+    are drawn and evaluated a chunk at a time: memory does not grow with
+    ``nr_runs`` beyond two numbers per run.
     """
 
-    name = "faithfulness_correlation"
-    outputs = {"faithfulness_correlation": True}
-    default_output = "logit"
-
-    def __init__(self, nr_runs: int = 100, subset_size: int | None = None, subset_fraction: float = 0.1,
-                 abs: bool = False, **kw):
-        super().__init__(**kw)
-        self.nr_runs = check_range("metric.nr_runs", nr_runs, 2, 10**6, integer=True)
-        self.subset_size = None if subset_size is None else check_range("metric.subset_size", subset_size, 1,
-                                                                         10**9, integer=True)
-        self.subset_fraction = check_range("metric.subset_fraction", subset_fraction, 1e-9, 1.0)
-        self.abs = bool(abs)
-
-    def params(self):
-        return {"nr_runs": self.nr_runs, "subset_size": self.subset_size, "subset_fraction": self.subset_fraction,
-                "abs": self.abs, **super().params()}
+    Config = FaithfulnessCorrelationConfig
+    outputs = {"faithfulness_correlation": Output(True)}
+    tag = "faithfulness_correlation"  # the shared generator's tag (the same subsets for every method)
 
     def subset_len(self, n_features: int) -> int:
-        k = self.subset_size if self.subset_size is not None else max(1, round(self.subset_fraction * n_features))
+        c = self.cfg
+        k = c.subset_size if c.subset_size is not None else max(1, round(c.subset_fraction * n_features))
         if not 1 <= k < n_features:
             raise UserError(f"faithfulness_correlation subset size {k} must be in [1, {n_features - 1}] for "
                             f"{n_features} features; lower subset_size/subset_fraction or use finer features")
@@ -121,59 +135,82 @@ class FaithfulnessCorrelation(PerturbationMetric):
 
     def draw_subsets(self, rng: np.random.Generator, n_features: int) -> np.ndarray:
         k = self.subset_len(n_features)
-        return np.stack([rng.choice(n_features, k, replace=False) for _ in range(self.nr_runs)])
+        return np.stack([rng.choice(n_features, k, replace=False) for _ in range(self.cfg.nr_runs)])
 
-    def score(self, ctx, subsets: np.ndarray | None = None) -> dict:
-        """The metric, optionally on given subsets (R, |S|) of feature indices (to replay another tool's draws).
+    def score_items(self, batch: EvalBatch, subsets: Optional[List[np.ndarray]] = None) -> List[dict]:
+        """Per item: the metric, the attribution sums ``sums`` and the output drops ``drops``; optionally on
+        given subsets (one (R, |S|) array per item, e.g. to replay another tool's draws)."""
+        cfg = self.cfg
+        p = self.perturber(batch)
+        jobs = []
+        for prep in self.prepare(batch, p):
+            tot = prep.totals(cfg.abs)
+            F = tot.shape[0]
+            if subsets is not None:
+                sub = np.asarray(subsets[prep.index], dtype=np.int64)
+                masks = SubsetMasks(None, tot, sub.shape[1], sub.shape[0], sub)
+            else:
+                masks = SubsetMasks(prep.item.shared_rng(self.tag), tot, self.subset_len(F), cfg.nr_runs)
+            item = prep.item
+            y0 = float(target_output(item.logits[None], item.target, cfg.output)[0])
+            req = p.add(prep.source, masks, partial(target_output, target=item.target, output=cfg.output))
+            jobs.append((masks, req, y0))
+        p.run()
+        out = []
+        for masks, req, y0 in jobs:
+            drops = y0 - req.values.cpu().numpy()
+            r = float(pearson_rows(masks.sums, drops)[0])
+            out.append({"faithfulness_correlation": r, "sums": masks.sums, "drops": drops})
+        return out
 
-        Also returns the attribution sums ``s`` and output drops ``d``.
-        """
-        ids = self.ids(ctx)
-        a = self.attribution(ctx)
-        if self.abs:
-            a = a.abs()
-        tot = feature_totals(a, ids).cpu().numpy()
-        n = tot.shape[0]
-        if subsets is None:  # drawn per sample, not per method: every method is scored on the same subsets
-            subsets = self.draw_subsets(ctx.shared_rng(self.name), n)
-        subsets = np.asarray(subsets, dtype=np.int64)
-        keep = torch.ones(subsets.shape[0], n, dtype=torch.bool)
-        keep[torch.arange(subsets.shape[0])[:, None], torch.from_numpy(subsets)] = False
-        y = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
-        drops = self.y0(ctx) - y
-        sums = tot[subsets].sum(1)
-        return {"faithfulness_correlation": _corr("pearson", sums, drops), "sums": sums, "drops": drops}
+    def score(self, ctx, subsets: Optional[np.ndarray] = None) -> dict:
+        """One sample from an old-style context (tests, scripts): :meth:`score_items` of one item."""
+        from .base import EvalItem, Services
+        from types import SimpleNamespace
 
-    def compute(self, ctx):
-        return {"faithfulness_correlation": self.score(ctx)["faithfulness_correlation"]}
+        sample = SimpleNamespace(sample_id="", x=ctx.x, mask=ctx.mask, frames=ctx.frames, label=ctx.label)
+        item = EvalItem(sample=sample, method="", explanation=ctx.explanation, target=ctx.target,
+                        logits=ctx.logits, rng=ctx.rng, shared_seed=ctx.shared_seed)
+        batch = EvalBatch(adapter=ctx.adapter, items=[item], batch_size=ctx.batch_size, services=Services())
+        return self.score_items(batch, None if subsets is None else [subsets])[0]
+
+    def evaluate(self, batch):
+        return [{"faithfulness_correlation": r["faithfulness_correlation"]} for r in self.score_items(batch)]
+
+
+# ---------------------------------------------------------------------------------------------- monotonicity
+@dataclass
+class AscendingConfig(TieConfig):
+    features_in_step: Optional[int] = param(None, range=(1, 10 ** 9),
+                                            help="features per step (null: ceil(F / n_steps))")
+    n_steps: int = param(64, range=(2, 10 ** 6), active=lambda c: c.features_in_step is None,
+                         help="number of steps (when features_in_step is null)")
+    abs: bool = param(True, help="rank |attribution| (as Quantus)")
+    output: str = param("prob", choices=OUTPUTS, help="model output read for the target class")
+
+
+def steps_of(n_features: int, features_in_step, n_steps) -> int:
+    """Features per step: ``features_in_step`` if given, else ``ceil(F / n_steps)``."""
+    if features_in_step is not None:
+        return int(features_in_step)
+    return max(1, math.ceil(n_features / int(n_steps)))
+
+
+def chunk_ranges(F: int, k: int):
+    """The chunks ``C_1 .. C_J`` of ``k`` features in *increasing* attribution order, as position ranges
+    [lo, hi) of the decreasing order (the last chunk is shorter when k does not divide F)."""
+    return [(max(0, F - (j + k)), F - j) for j in range(0, F, k)]
 
 
 class _Ascending(PerturbationMetric):
-    """Features in increasing attribution order, grouped in steps (Quantus's ``features_in_step``)."""
+    Config = AscendingConfig
 
-    def __init__(self, features_in_step: int | None = None, n_steps: int = 64, abs: bool = True, **kw):
-        super().__init__(**kw)
-        self.features_in_step = None if features_in_step is None else check_range(
-            "metric.features_in_step", features_in_step, 1, 10**9, integer=True)
-        self.n_steps = check_range("metric.n_steps", n_steps, 2, 10**6, integer=True)
-        self.abs = bool(abs)
 
-    def params(self):
-        return {"features_in_step": self.features_in_step, "n_steps": self.n_steps, "abs": self.abs,
-                **super().params()}
-
-    def chunks(self, ctx):
-        """(ids, per-feature summed attribution, [chunks in ascending order, one list per tie order])."""
-        ids = self.ids(ctx)
-        a = self.attribution(ctx)
-        if self.abs:
-            a = a.abs()
-        from ..perturb import tie_orders
-
-        orders = tie_orders(-feature_means(a, ids), ctx.rng, self.tie_draws)  # ascending attribution
-        n = orders[0].numel()
-        k = _steps(n, self.features_in_step, self.n_steps)
-        return ids, feature_totals(a, ids).cpu().numpy(), [[o[i:i + k] for i in range(0, n, k)] for o in orders]
+@dataclass
+class MonotonicityCorrelationConfig(AscendingConfig):
+    nr_samples: int = param(10, range=(1, 10 ** 6), active=lambda c: c.baseline == "uniform",
+                            help="noise baselines per step (uniform baseline only)")
+    eps: float = param(1e-5, range=(0.0, 1e9), help="|y0| below which the weight 1/y0^2 is 1")
 
 
 @METRICS.register("monotonicity_correlation")
@@ -182,60 +219,59 @@ class MonotonicityCorrelation(_Ascending):
     interpretability", arXiv 2007.07584), exactly as Quantus 0.6 ``MonotonicityCorrelation`` defines it.
 
     Sort the features by increasing attribution (``|a|`` when ``abs``, default
-    True as Quantus; ties in seeded random order) and cut the order into
-    consecutive chunks ``C_1 .. C_J`` of ``features_in_step`` features
-    (default ``ceil(F / n_steps)``, ``n_steps`` = 64).  For each chunk, remove
-    only that chunk (set it to the baseline) ``N`` times and record
+    True as Quantus) and cut the order into consecutive chunks ``C_1 .. C_J`` of
+    ``features_in_step`` features (default ``ceil(F / n_steps)``, ``n_steps`` =
+    64).  For each chunk, remove only that chunk (set it to the baseline) ``N``
+    times and record
 
         ``v_j = mean_{n=1..N} (y(x_{C_j -> baseline, n}) - y0)^2 * w``,
         ``w = 1 / y0^2`` if ``|y0| >= eps`` (1e-5) else 1,
         ``att_j = sum_{f in C_j} a_f``.
 
-    ``monotonicity_correlation = spearman(att, v)`` (``scipy.stats.spearmanr``,
+    ``monotonicity_correlation = spearman(att, v)`` (as ``scipy.stats.spearmanr``,
     average ranks for ties), higher is better; 0 when ``att`` is constant, NaN
     when ``v`` is.
     ``y`` is the softmax probability by default (Quantus's ``softmax=True``).
     ``N = nr_samples`` (default 10; Quantus 100) only for the random ``uniform``
-    baseline, each sample a fresh noise baseline shared by all chunks; a
-    deterministic baseline gives ``N`` identical predictions, so it uses ``N = 1``
-    (same value, N times fewer passes).  Cost: ``J * N`` forward passes.
+    baseline, each sample a fresh noise baseline shared by all chunks (and by
+    all tie orders); a deterministic baseline gives ``N`` identical
+    predictions, so it uses ``N = 1`` (same value, N times fewer passes).
+    Cost: ``J * N`` forward passes per tie order.
     """
 
-    name = "monotonicity_correlation"
-    outputs = {"monotonicity_correlation": True}
-    default_output = "prob"
+    Config = MonotonicityCorrelationConfig
+    outputs = tie_se_outputs({"monotonicity_correlation": Output(True)})
 
-    def __init__(self, nr_samples: int = 10, eps: float = 1e-5, **kw):
-        super().__init__(**kw)
-        self.nr_samples = check_range("metric.nr_samples", nr_samples, 1, 10**6, integer=True)
-        self.eps = check_range("metric.eps", eps, 0.0, 1e9)
+    def evaluate(self, batch):
+        cfg = self.cfg
+        p = self.perturber(batch)
+        scores = []
+        for prep in self.prepare(batch, p):
+            item = prep.item
+            r = prep.ranking(cfg.abs)
+            tot = prep.totals(cfg.abs)
+            F = r.F
+            chunks = chunk_ranges(F, steps_of(F, cfg.features_in_step, cfg.n_steps))
+            y0 = float(target_output(item.logits[None], item.target, cfg.output)[0])
+            w = 1.0 / abs(y0) ** 2 if abs(y0) >= cfg.eps else 1.0
+            sources = [prep.source]
+            if cfg.baseline == "uniform":  # N noise baselines, drawn in order from the item's generator
+                sources += [p.source(item.sample.x, prep.features, cfg.baseline_of(item.sample.x, item.rng),
+                                     cacheable=False) for _ in range(cfg.nr_samples - 1)]
 
-    def params(self):
-        return {"nr_samples": self.nr_samples, "eps": self.eps, **super().params()}
+            def sq(logits, target=item.target, y0=y0):
+                return (target_output(logits, target, cfg.output) - y0) ** 2
 
-    def score(self, ctx) -> dict:
-        ids, tot, per_order = self.chunks(ctx)
-        y0 = self.y0(ctx)
-        w = 1.0 / abs(y0) ** 2 if abs(y0) >= self.eps else 1.0
-        n_samples = self.nr_samples if self.baseline == "uniform" else 1
-        rs, atts, vs = [], [], []
-        for chunks in per_order:
-            keep = torch.ones(len(chunks), tot.shape[0], dtype=torch.bool)
-            for j, c in enumerate(chunks):
-                keep[j, c] = False
-            sq = np.zeros(len(chunks))
-            for _ in range(n_samples):
-                y = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
-                sq += (y - y0) ** 2
-            v = sq / n_samples * w
-            att = np.array([tot[c.cpu().numpy()].sum() for c in chunks])
-            rs.append(_corr("spearman", att, v))
-            atts.append(att)
-            vs.append(v)
-        return {"monotonicity_correlation": float(np.mean(rs)), "att": atts[0], "var": vs[0]}
+            def fn(v, variants, r=r, tot=tot, chunks=chunks, w=w):
+                att = np.empty_like(v)
+                for o, var in enumerate(variants):
+                    pos = r.positions(var)
+                    att[o] = [tot[(pos >= lo) & (pos < hi)].sum() for lo, hi in chunks]
+                return {"monotonicity_correlation": spearman_rows(att, v * w)}
 
-    def compute(self, ctx):
-        return {"monotonicity_correlation": self.score(ctx)["monotonicity_correlation"]}
+            scores.append(OrderScore(r, sources, sq, [(lo, hi, True) for lo, hi in chunks], fn,
+                                     ["monotonicity_correlation"]))
+        return OrderTies(cfg.tie_se, cfg.tie_max_draws).run(p, scores)
 
 
 @METRICS.register("monotonicity")
@@ -255,7 +291,7 @@ class Monotonicity(_Ascending):
     * ``monotonicity_all`` = 1 if every ``Delta_j >= 0`` else 0: Quantus's
       boolean, higher is better.
 
-    NaN when there is a single step.  Cost: ``J`` forward passes.
+    NaN when there is a single step.  Cost: ``J`` forward passes per tie order.
 
     Caveat: the fraction is dominated by the many low-attribution steps, whose
     effect on the output is noise; a map that puts the evidence *last* (a
@@ -272,24 +308,27 @@ class Monotonicity(_Ascending):
     computation on a linear model.
     """
 
-    name = "monotonicity"
-    outputs = {"monotonicity": True, "monotonicity_all": True}
-    default_output = "prob"
+    outputs = tie_se_outputs({"monotonicity": Output(True), "monotonicity_all": Output(True)})
 
-    def score(self, ctx) -> dict:
-        ids, tot, per_order = self.chunks(ctx)
-        fracs, alls, curves = [], [], []
-        for chunks in per_order:
-            keep = torch.zeros(len(chunks), tot.shape[0], dtype=torch.bool)
-            for j, c in enumerate(chunks):
-                keep[j:, c] = True
-            p = self.outputs_at(self.perturber(ctx, ids).logits(keep), ctx)
-            d = np.diff(p)
-            curves.append(p)
-            fracs.append(float(np.mean(d >= 0)) if d.size else float("nan"))
-            alls.append(float(np.all(d >= 0)) if d.size else float("nan"))
-        return {"monotonicity": float(np.mean(fracs)), "monotonicity_all": float(np.mean(alls)), "curve": curves[0]}
+    def evaluate(self, batch):
+        cfg = self.cfg
+        p = self.perturber(batch)
+        scores = []
+        for prep in self.prepare(batch, p):
+            item = prep.item
+            r = prep.ranking(cfg.abs)
+            chunks = chunk_ranges(r.F, steps_of(r.F, cfg.features_in_step, cfg.n_steps))
+            cuts = [(lo, r.F, False) for lo, _ in chunks]  # chunks 1..j shown: the bottom positions from lo
 
-    def compute(self, ctx):
-        s = self.score(ctx)
-        return {"monotonicity": s["monotonicity"], "monotonicity_all": s["monotonicity_all"]}
+            def fn(y, variants):
+                d = np.diff(y, axis=1)
+                if d.shape[1] == 0:
+                    nan = np.full(y.shape[0], np.nan)
+                    return {"monotonicity": nan, "monotonicity_all": nan}
+                return {"monotonicity": (d >= 0).mean(1), "monotonicity_all": (d >= 0).all(1).astype(float)}
+
+            scores.append(OrderScore(r, [prep.source], partial(target_output, target=item.target, output=cfg.output),
+                                     cuts, fn, ["monotonicity", "monotonicity_all"]))
+        return OrderTies(cfg.tie_se, cfg.tie_max_draws).run(p, scores)
+
+
