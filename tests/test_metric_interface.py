@@ -184,7 +184,7 @@ def _hard_maps(rng, size):
     yield np.round(rng.random(n), 3).reshape(1, size, size)
 
 
-@pytest.mark.parametrize("size", [20, 224])
+@pytest.mark.parametrize("size", [20, 150, 224])  # generic sort, 32-bit keys of 2n, folded keys of n
 def test_two_channel_ap_equals_the_reference(size):
     rng = np.random.default_rng(size)
     for vol in _hard_maps(rng, size):

@@ -40,11 +40,14 @@ decreasing value and grouped into distinct values (thresholds) ``t_1 > t_2 > ...
 ``AP = sum_k (R_k - R_{k-1}) P_k`` with ``P_k = TP(>= t_k) / #(>= t_k)`` and
 ``R_k = TP(>= t_k) / #positives`` -- scikit-learn's definition (no interpolation;
 tied scores form one threshold).  Computed in torch on the explanation's device, for
-every (sample, method) item of a batch in one call.  On a CPU the sort is a radix
-sort of 32-bit order-preserving keys (exact for float32 scores; for the float64
-two-channel scores a 32-bit key monotone in the value, with the rare runs of equal
-key but different values re-sorted exactly), which is what keeps a 224x224 map
-near a millisecond (``bench/bench_segmentation.py``).
+every (sample, method) item of a batch in one call.  On a CPU the sort is torch's
+radix sort of 32-bit order-preserving keys: exact for float32 scores; for float64
+scores in [0, 1] a key monotone in the value (float32 bits, mirrored above 1/2), the
+rare runs of one key with values out of order re-sorted by value.  The two-channel
+scores need one sort of ``n`` keys, not ``2n``: each sample has one score in each half
+of [0, 1] (``f = min(N, 1 - N)`` and ``fl(1 - f)``), so the upper half is the lower
+half reversed (:func:`_sorted_folded`).  ``bench/bench_segmentation.py`` times it
+against the 1 ms-per-224x224-map target.
 """
 
 from __future__ import annotations
@@ -190,9 +193,10 @@ def _counts_rows(norm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, 6) float64 counts in the order of :data:`HIDDEN` (the per-sample histograms of the protocol)."""
     pred = norm > norm.mean(1, keepdim=True)
     n = torch.full((norm.shape[0],), float(norm.shape[1]), dtype=torch.float64, device=norm.device)
-    inter_fg = (pred & mask).sum(1).double()
-    inter_bg = (~pred & ~mask).sum(1).double()
-    n_pred_fg, n_mask_fg = pred.sum(1).double(), mask.sum(1).double()
+    cnt = (lambda b: b.sum(1, dtype=torch.int64).double())
+    inter_fg = cnt(pred & mask)
+    inter_bg = cnt(~pred & ~mask)
+    n_pred_fg, n_mask_fg = cnt(pred), cnt(mask)
     return torch.stack([inter_fg + inter_bg, n, inter_bg, inter_fg, (n - n_pred_fg) + (n - n_mask_fg) - inter_bg,
                         n_pred_fg + n_mask_fg - inter_fg], 1)
 
@@ -203,19 +207,33 @@ def counts(norm: torch.Tensor, mask: torch.Tensor) -> dict:
     return dict(zip(HIDDEN, c))
 
 
-def _two_channel_keys(N: torch.Tensor):
-    """:func:`_key32_unit` of ``[1 - N, N]`` computed from ``N`` (float64 in [0, 1]) in fewer passes:
-    ``1 - N`` is exact for ``N >= 1/2`` (Sterbenz), and for ``N < 1/2`` the mirrored key of ``w = fl(1 - N)``
-    reads ``1 - w`` (exact)."""
-    W = 1.0 - N
+def _sorted_folded(N: torch.Tensor, M: torch.Tensor):
+    """(is_start, labels) of the two-channel scores ``[1 - N, N]`` in ascending order, from ONE sort of ``n``
+    keys (a CPU radix sort of 32-bit keys).
+
+    Every sample ``i`` puts one score at most 1/2 and one at least 1/2 into the two channels:
+    ``f_i = min(N_i, 1 - N_i)`` (``1 - N_i`` is exact for ``N_i >= 1/2``) and ``u_i = fl(1 - f_i)``.  The
+    lower half sorted by ``f`` is therefore followed by the upper half in the reverse order (``u`` is a
+    non-increasing function of ``f``), and a sample's upper label is the opposite of its lower label.
+    """
     low = N < 0.5
-    k_n = N.float().view(torch.int32)
-    k_w = W.float().view(torch.int32)
-    k_t = (1.0 - W).float().view(torch.int32)
-    two_h = 2 * _HALF_BITS
-    k1 = torch.where(low, k_n, two_h - k_w)
-    k0 = torch.where(low, two_h - k_t, k_w)
-    return torch.cat([k0, k1]), torch.cat([W, N])
+    f = torch.where(low, N, 1.0 - N)
+    ks, perm = torch.sort(f.float().view(torch.int32), stable=True)  # f >= 0: the bits are in value order
+    fs = f.index_select(0, perm)
+    yl = (M == low).index_select(0, perm)  # lower label: M in channel 1 (N < 1/2), not M in channel 0
+    inverted = fs[1:] < fs[:-1]
+    if bool(inverted.any()):  # values sharing a float32 key out of order: re-sort their runs by value
+        at = torch.nonzero(inverted).flatten()
+        keys = torch.unique(ks.index_select(0, at))
+        lo = torch.searchsorted(ks, keys, side="left").tolist()
+        hi = torch.searchsorted(ks, keys, side="right").tolist()
+        pos = torch.cat([torch.arange(a, b) for a, b in zip(lo, hi)])
+        sv, so = torch.sort(fs[pos], stable=True)
+        fs[pos] = sv
+        yl[pos] = yl[pos][so]
+    values = torch.cat([fs, torch.flip(1.0 - fs, (0,))])
+    ys = torch.cat([yl, torch.flip(~yl, (0,))])
+    return _starts(values), ys
 
 
 def two_channel_ap(norm: torch.Tensor, mask: torch.Tensor, constant: bool) -> float:
@@ -225,12 +243,9 @@ def two_channel_ap(norm: torch.Tensor, mask: torch.Tensor, constant: bool) -> fl
     m = mask.reshape(-1).bool()
     if constant:
         return 0.5  # every score ties (0 in both channels): the positive rate of the two-channel target
-    y2 = torch.cat([~m, m])
-    if n.device.type == "cpu" and 2 * n.numel() >= _RADIX_MIN:
-        key, c = _two_channel_keys(n)
-        is_start, ys = _sorted_cpu(c, y2, unit=True, key=key)
-        return float(_ap_ascending(is_start, ys))
-    ap = average_precision(torch.cat([1.0 - n, n]), y2, unit=True)
+    if n.device.type == "cpu" and n.numel() >= _RADIX_MIN:
+        return float(_ap_ascending(*_sorted_folded(n, m)))
+    ap = average_precision(torch.cat([1.0 - n, n]), torch.cat([~m, m]), unit=True)
     return 0.0 if ap != ap else ap
 
 
