@@ -168,13 +168,13 @@ def test_stdnorm_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
 
 def test_global_metric_override_reaches_only_metrics_that_take_it():
     """``metric.nr_runs=10`` (a global override, README "Running experiments") goes to every metric of the
-    experiment that has ``nr_runs`` (faithfulness correlation) and to no other (``cost`` takes no parameters):
+    experiment that has ``nr_runs`` (faithfulness correlation) and to no other (STAA faithfulness has no ``nr_runs``):
     every metric of staa_paper is then created."""
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=staa_paper", "+metric.nr_runs=10"])
         comps = {c.name: c for c in plan(cfg, {}).metrics}
     assert comps["faithfulness_correlation"].params["nr_runs"] == 10
-    assert "nr_runs" not in comps["cost"].params
+    assert "nr_runs" not in comps["staa_faithfulness"].params
     for c in comps.values():
         c.create()
 
@@ -183,8 +183,8 @@ def test_a_parameter_given_to_a_parameterless_metric_is_a_user_error():
     from xaibench import metrics
     from xaibench.errors import UserError
 
-    with pytest.raises(UserError, match="cost"):
-        metrics.create("cost", nr_runs=3)
+    with pytest.raises(UserError, match="segmentation takes no parameters"):
+        metrics.create("segmentation", nr_runs=3)
 
 
 def test_compare_joins_published_numbers_by_hand(tmp_path):

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..analysis.maps import decode, encode, write_maps
 from ..analysis.results import AGGREGATE, aggregate_rows
-from ..analysis.schema import COST, DESCRIPTIVE, Output, declared_reductions, hidden_state
+from ..analysis.schema import DESCRIPTIVE, Output, declared_reductions, hidden_state
 from ..errors import NotApplicable, UserError
 from ..io import atomic_write_text, repair_jsonl, safe_name
 from ..metrics.base import EvalItem, Services
@@ -44,21 +44,10 @@ from . import plan as C
 from . import resources as R
 from .options import deferred_signals, neutral_options, resolve_device, run_options, stop_on_sigterm
 from .provenance import provenance
+from .measure import COST_OUTPUTS
 from .stages import Arm, Evaluator, Explainer, Loader, MetricRun, to_device
 
 JOURNAL_FORMAT = 2
-#: the harness's own measurements per (sample, arm): name -> (higher is better, what it is)
-COST_ROWS = {
-    "explain_time_s": "wall-clock seconds of the explanation (after one warm-up per model and method)",
-    "n_forward": "forward passes of the explanation (a batched pass charged 1/B per sample)",
-    "n_backward": "backward passes of the explanation",
-    "explain_peak_mem_mb": "peak additional resident memory of the explanation (a lower bound, MiB)",
-    "eval_time_s": "this item's share of the metrics' wall-clock seconds",
-    "eval_n_forward": "this item's share of the metrics' forward passes (passes answered by the output cache "
-                      "are not passes)",
-}
-
-
 def _h(s) -> int:
     return zlib.crc32(str(s).encode())
 
@@ -81,6 +70,8 @@ class Runner:
         self.skipped_samples: List[dict] = []
         self.done: set = set()
         self.stats = {"forward": 0, "backward": 0, "cache_hits": 0, "forward_time_s": {}, "batch_sizes": {}}
+        #: wall-clock seconds per stage (bench/bench_overhead.py reads them from provenance.json)
+        self.stage_seconds = {k: 0.0 for k in ("load", "predict", "explain", "evaluate", "record")}
         self._fp_path = self.out / "run_config.json"
         self._fp: dict = {}
         self._fp_written = False
@@ -219,7 +210,8 @@ class Runner:
                     allowed_changes=self.allowed_changes, skipped_samples=self.skipped_samples,
                     n_skipped_samples=len(self.skipped_samples), n_rows=len(rows),
                     passes={k: self.stats[k] for k in ("forward", "backward", "cache_hits")},
-                    forward_time_s=self.stats["forward_time_s"], batch_sizes=self.stats["batch_sizes"])
+                    forward_time_s=self.stats["forward_time_s"], batch_sizes=self.stats["batch_sizes"],
+                    stage_seconds={k: round(v, 4) for k, v in self.stage_seconds.items()})
         atomic_write_text(self.out / "provenance.json", json.dumps(prov, indent=2, default=str))
         if self.exp.get("reference"):
             self._compare_reference(summary)
@@ -417,7 +409,9 @@ class Runner:
         loader = Loader(dataset, [i for i, _ in pending], [s for _, s in pending], n_explain, self.opts.workers,
                         self.device)
         try:
+            t_load = time.perf_counter()
             for sb in loader:
+                self.stage_seconds["load"] += time.perf_counter() - t_load
                 for i, sid, reason in sb.skipped:
                     self._skip_sample(dlabel, mlabel, sid, reason)
                     bar.update(sum(weights.values()))
@@ -430,6 +424,7 @@ class Runner:
                 self._run_batch(base, adapter, explainer, evaluator, metrics, samples,
                                 [i for i, _ in sb.samples], batch)
                 bar.set_postfix_str(f"skipped {sum(1 for s in self.skipped_samples if s['dataset'] == dlabel and s['model'] == mlabel)}")
+                t_load = time.perf_counter()
         finally:
             bar.close()
             self.stats["forward"] += adapter.passes["forward"] - before["forward"]
@@ -473,7 +468,10 @@ class Runner:
     def _run_batch(self, base, adapter, explainer, evaluator, metrics, samples, positions, batch):
         dlabel, mlabel = base["dataset"], base["model"]
         xs = torch.stack([s.x for s in samples])
+        t0 = time.perf_counter()
         logits = adapter.predict(xs, batch_size=batch)
+        self.stage_seconds["predict"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         preds = logits.argmax(-1).tolist()
         targets = [int(s.label) if self.opts.target == "label" and s.label is not None else int(p)
                    for s, p in zip(samples, preds)]
@@ -504,7 +502,11 @@ class Runner:
             s = samples[k]
             items.append(EvalItem(sample=s, method=label, explanation=ex.explanations[j], target=targets[k],
                                   logits=logits[k], rng=None, shared_seed=(self.seed, _h(s.sample_id))))
+        self.stage_seconds["explain"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         evaluated = evaluator.evaluate(items)
+        self.stage_seconds["evaluate"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         n_items = {m.comp.label: max(1, len(evaluated[m.comp.label].values)) for m in metrics}
         for pos, (label, k) in enumerate(order):
             a, j, ex = results[(label, k)]
@@ -520,6 +522,7 @@ class Runner:
                          per_metric, cost)
         if adapter.cache is not None:
             adapter.cache.clear()
+        self.stage_seconds["record"] += time.perf_counter() - t0
 
     def _record(self, base, arm, sample, position, expl, logits, target, pred, metrics, per_metric, cost):
         dlabel, mlabel = base["dataset"], base["model"]
@@ -548,8 +551,8 @@ class Runner:
                 hidden.append([[dlabel, mlabel, arm.label, m.comp.label, params, mp, m.comp.name],
                                hidden_state(values), declared])
         for name, value in cost.items():
-            rows.append(dict(common, metric=name, value=float(value), higher_is_better=False, metric_kind=COST,
-                             metric_params="{}", metric_version="harness"))
+            rows.append(dict(common, metric=name, value=float(value), metric_params="{}", metric_version="harness",
+                             **COST_OUTPUTS[name].row_fields()))
         key = (dlabel, mlabel, arm.label, sample.sample_id)
         map_key = (dlabel, mlabel, arm.label, params, sample.sample_id)
         enc = encode(expl.token_map)
