@@ -169,11 +169,12 @@ class Metric:
             raise KeyError(f"{type(self).__name__} returned {name!r}, which its outputs do not declare") from None
 
 
-# ---------------------------------------------------------------------- transition (removed once the runner
-# calls ``metric.evaluate(EvalBatch(...))`` and every metric implements ``evaluate``/``evaluate_one``)
+# ---------------------------------------------------------------------- transition: ``metric.compute(ctx)`` on
+# the old one-sample context, kept only for tests and benchmarks not yet written against ``evaluate_items``
+# (remove with them; the runner calls ``metric.evaluate(EvalBatch(...))``)
 @dataclass
 class EvalContext:
-    """The old one-sample context (runner before the batch interface; metrics still defining ``compute``)."""
+    """The old one-sample context (see the comment above)."""
 
     adapter: object
     x: torch.Tensor
@@ -196,7 +197,7 @@ class EvalContext:
 
 
 def _legacy_compute(self, ctx: EvalContext) -> Dict[str, float]:
-    """Old runner -> new metric: one item from the context, through ``evaluate``."""
+    """One item from the old context, through ``evaluate``."""
     from types import SimpleNamespace
 
     sample = SimpleNamespace(sample_id="", x=ctx.x, mask=ctx.mask, frames=ctx.frames, label=ctx.label, meta={})
@@ -208,26 +209,7 @@ def _legacy_compute(self, ctx: EvalContext) -> Dict[str, float]:
                                    services=services))[0]
 
 
-def _legacy_evaluate_one(self, item: EvalItem, batch: EvalBatch) -> Dict[str, float]:
-    """New runner -> old metric (defines only ``compute(ctx)``)."""
-    s = item.sample
-    reex = batch.services.reexplain
-    ctx = EvalContext(adapter=batch.adapter, x=s.x, target=item.target, explanation=item.explanation,
-                      logits=item.logits, rng=item.rng, batch_size=batch.batch_size, label=s.label, mask=s.mask,
-                      frames=s.frames, shared_seed=item.shared_seed,
-                      reexplain=None if reex is None else (lambda ad: reex(item, ad)),
-                      randomised=batch.services.randomised)
-    return self.compute(ctx)
-
-
-def _init_subclass(cls, **kw):
-    super(Metric, cls).__init_subclass__(**kw)
-    if "compute" in cls.__dict__ and "evaluate" not in cls.__dict__ and "evaluate_one" not in cls.__dict__:
-        cls.evaluate_one = _legacy_evaluate_one
-
-
 Metric.compute = _legacy_compute
-Metric.__init_subclass__ = classmethod(_init_subclass)
 
 
 def evaluate_items(metric: Metric, adapter, items: List[EvalItem], batch_size: int = 32,
