@@ -235,12 +235,13 @@ def test_passes_are_counted_by_the_adapter(tiny_models):
     assert n == {"forward": 4, "backward": 3}
 
 
-def test_low_precision_runs_forward_passes_on_a_copy_and_gradients_in_fp32(tiny_models):
+def test_low_precision_runs_forward_passes_on_a_copy_and_gradients_in_fp32(tiny, tiny_name):
     """precision=bf16: predictions and traces without gradients run a bf16 copy of the weights (the numbers
     change; everything returned is float32, close to fp32: bf16 keeps 8 significant bits, so after a few layers
     the logits move by well under 10 % of their scale and the probabilities by well under 2^-6); traces with
-    gradients run the float32 weights, exactly as with fp32.  The float32 weights are never changed."""
-    a = tiny_models["hf_vit_tiny"]
+    gradients run the float32 weights, exactly as with fp32.  The float32 weights are never changed.
+    (Measured on the tiny models: logits 0.4-4 % of their scale, probabilities at most 2^-10.)"""
+    a = tiny
     x = seeded((2, *a.input_shape), 8)
     ref = a.trace(x, attentions=True, grads=True, ln_stats=True, capture=[a.gradcam_layer])
     ref_pred = a.predict(x)
