@@ -54,7 +54,6 @@ class LimeConfig(CoalitionConfig):
 class Lime(CoalitionMethod):
     name = "lime"
     Config = LimeConfig
-    bytes_per_value = 40  # the int64 draw, its float64 copy and the ridge fit's two float64 copies
 
     def draw(self, plan: Plan) -> np.ndarray:
         """LimeImageExplainer(random_state=seed)'s draw, value for value; the first row is the instance."""

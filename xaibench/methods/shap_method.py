@@ -81,7 +81,6 @@ class _Served:
 class Shap(CoalitionMethod):
     name = "shap"
     Config = ShapConfig
-    bytes_per_value = 80  # synth_data + maskMatrix + the solver's two weighted copies (float64) + a tuple of M floats
 
     def n_coalitions(self, m: int) -> int:
         n = self.cfg.n_samples
