@@ -310,3 +310,59 @@ def test_importing_the_models_imports_no_model_library():
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("[] ") and int(lines[0].split()[-1]) >= 9
     assert lines[1] == "['timm']"
+
+
+# -------------------------------------------------------------------- typed configs
+def test_every_model_entry_has_a_typed_config():
+    assert models.MODELS.untyped() == []
+    for name in models.available():
+        assert models.MODELS.config(name) is not None
+
+
+@pytest.mark.parametrize("name, values, needle", [
+    ("hf_vit", {"num_layer": 3}, "Did you mean 'num_labels', 'num_hidden_layers'"),
+    ("timm_swin", {"depth": [2, 2]}, "Did you mean 'depths'"),
+    ("hf_vit", {"hidden_size": 0}, "out of range"),
+    ("hf_vit", {"patch_size": 7}, "must divide model.image_size"),
+    ("hf_vit", {"num_attention_heads": 5}, "must divide model.hidden_size"),
+    ("hf_videomae", {"num_frames": 7}, "tubelet_size=2 must divide model.num_frames=7"),
+    ("hf_swin", {"depths": [2, 2, 2]}, "one entry per stage"),
+    ("hf_vit", {"mean": [0.5, 0.5]}, "three numbers"),
+    ("timm_vit", {"global_pool": "max"}, "valid values are token, avg"),
+    ("vit_synth", {"hidden_size": 8}, "takes no parameters"),
+    ("hf_pretrained", {}, "needs model.path_or_id"),
+    ("timm_pretrained", {}, "needs model.model_name"),
+    ("trained", {"path": "x.pt"}, "must be the .safetensors file"),
+    ("pretrained_vit_b16", {"checkpoint": "x"}, "Its parameters: path_or_id, cache_dir"),
+])
+def test_model_values_are_checked_before_anything_is_built(name, values, needle):
+    with pytest.raises(UserError) as e:
+        models.MODELS.build_config(name, values)
+    assert needle in str(e.value)
+
+
+def test_model_yaml_extends_the_schema_with_only_what_differs():
+    """conf/model/*.yaml compose to the typed defaults plus their own values; a shipped config keeps its training
+    recipe (read by xaibench-train) beside a schema without parameters."""
+    from xaibench.run.plan import component, load
+
+    tiny = load("model", "hf_timesformer_tiny")
+    defaults = models.MODELS.config("hf_timesformer")().values()
+    assert tiny["name"] == "hf_timesformer"
+    assert {k: v for k, v in tiny.items() if k != "name" and v != defaults[k]} == {
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    shipped = load("model", "vit_synth")
+    assert shipped["name"] == "vit_synth" and shipped["train"]["builder"] == "hf_vit"
+    assert component("model", "vit_synth").params == {}
+    assert models.MODELS.config("vit_synth").keys() == []
+
+
+@pytest.mark.parametrize("pool, readout, groups", [("token", "cls", {"cls"}), ("avg", "pool", {"patches"})])
+def test_timm_vit_readout_follows_its_configuration(pool, readout, groups):
+    """The readout is declared from the model's own configuration, and the gradient agrees."""
+    from xaibench.models import conformance as C
+
+    a = C.tiny("timm_vit", global_pool=pool)
+    assert a.layout.readout == readout and a.layout.prefix == 1
+    support = C.check_readout(a)
+    assert {g for g, s in support.items() if s == "all"} == groups

@@ -88,8 +88,14 @@ class ArchConfig(ModelConfig):
     std: Optional[List[float]] = param(None, check=_norm_check, help="per-channel std of pixels in [0, 1] "
                                                                     "(null: the family's)")
 
+    def validate(self):
+        for key, rule in (("mean", _mean_check), ("std", _norm_check)):
+            msg = rule(getattr(self, key))
+            if msg:
+                raise UserError(f"model.{key}={list(getattr(self, key))} is not allowed: {msg}")
 
-def divides(cfg, part: str, whole: str, by: int = 1):
+
+def divides(cfg, part: str, whole: str):
     """Cross-field rule: ``cfg.<part>`` divides ``cfg.<whole>`` (a UserError naming both)."""
     a, b = getattr(cfg, part), getattr(cfg, whole)
     if b % a:
@@ -107,6 +113,7 @@ class ViTArchConfig(ArchConfig):
     num_attention_heads: int = param(4, range=(1, 512), help="attention heads (divides hidden_size)")
 
     def validate(self):
+        super().validate()
         divides(self, "patch_size", "image_size")
         divides(self, "num_attention_heads", "hidden_size")
 
@@ -128,6 +135,7 @@ class SwinArchConfig(ArchConfig):
     window_size: int = param(4, range=(1, 512), help="attention window (tokens per side)")
 
     def validate(self):
+        super().validate()
         divides(self, "patch_size", "image_size")
         if len(self.depths) != len(self.num_heads):
             raise UserError(f"model.depths={list(self.depths)} and model.num_heads={list(self.num_heads)} must "

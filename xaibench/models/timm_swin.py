@@ -32,7 +32,7 @@ def build_timm_swin(cfg: SwinArchConfig):
 @register_family("timm_swin", config=SwinArchConfig, library="timm", timm_classes=("SwinTransformer",),
                  tiny=dict(image_size=32, patch_size=4, embed_dim=8, depths=[2, 2], num_heads=[2, 2], window_size=4))
 class TimmSwinAdapter(TimmAdapter):
-    default_card = ModelCard(readout="pool", interpolation="bicubic", **IMAGENET)
+    default_card = ModelCard(readout="pool", **IMAGENET)
     build = staticmethod(build_timm_swin)
 
     def __init__(self, model, card: Optional[ModelCard] = None, **card_values):

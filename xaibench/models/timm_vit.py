@@ -66,7 +66,7 @@ def build_timm_deit(cfg: TimmDeiTConfig):
 
 @register_family("timm_vit", config=TimmViTConfig, library="timm", timm_classes=("VisionTransformer",), tiny=TINY)
 class TimmViTAdapter(TimmAdapter):
-    default_card = ModelCard(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", readout="cls")
+    default_card = ModelCard(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), readout="cls")
     build = staticmethod(build_timm_vit)
 
     @staticmethod
@@ -96,8 +96,7 @@ class TimmViTAdapter(TimmAdapter):
 @register_family("timm_deit", config=TimmDeiTConfig, library="timm", timm_classes=("VisionTransformerDistilled",),
                  tiny=TINY)
 class TimmDeiTAdapter(TimmViTAdapter):
-    default_card = ModelCard(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
-                             readout="prefix_mean")
+    default_card = ModelCard(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), readout="prefix_mean")
     build = staticmethod(build_timm_deit)
 
 
