@@ -428,8 +428,6 @@ def test_null_on_the_command_line_unsets_a_parameter_of_a_selected_dataset(kin, 
     assert data_c.params["n_per_class"] is None and len(data_c.create()) == 9  # every clip, not 1 per class
 
 
-@pytest.mark.xfail(strict=True, reason="needs xaibench/run/plan.py apply_overrides to keep explicit nulls "
-                                       "(it drops them: 'null = keep the component's value')")
 def test_null_on_the_command_line_unsets_a_parameter_of_the_experiments_dataset(kin, monkeypatch):
     from xaibench.run import plan as C
 

@@ -12,7 +12,8 @@ Five parts, each compared on its own so that a refusal names what differs:
 * ``versions``: Python, torch, torchvision, transformers, timm, numpy, scipy, scikit-learn, shap, lime, lxt;
 * ``weights``: per model, the SHA-256 of its state dict (names, dtypes, shapes and bytes of every tensor);
 * ``data``: per benchmark, the dataset's :meth:`~xaibench.datasets.base.Dataset.fingerprint` (its sample
-  ids in order; real data adds the root and file sizes).
+  ids in order; real data adds the root and file names and sizes; file times are recorded but not compared,
+  so a copy of the same data elsewhere is the same data only if the root is unchanged -- the root is compared).
 
 ``config``, ``code`` and ``versions`` are known before anything loads; ``weights`` and ``data`` when a
 benchmark is loaded.  :func:`diff` lists differences as readable lines.
@@ -97,7 +98,15 @@ def diff(old: dict, new: dict, part: str) -> List[str]:
         if old.get("git_revision") != new.get("git_revision"):
             lines.append(f"code: git revision {str(old.get('git_revision'))[:12]} -> {str(new.get('git_revision'))[:12]}")
         return lines
+    if part == "data":  # file times change with a copy; sizes, names and ids say whether the data changed
+        old, new = _without(old, "mtimes_sha256"), _without(new, "mtimes_sha256")
     return _diff(old, new, part)
+
+
+def _without(v, key):
+    if isinstance(v, dict):
+        return {k: _without(x, key) for k, x in v.items() if k != key}
+    return v
 
 
 def _diff(a, b, path) -> List[str]:

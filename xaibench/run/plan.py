@@ -78,7 +78,8 @@ def load(group: str, name: str) -> dict:
     from hydra import compose
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    registry(group)  # registers the group's schemas (schema/<group>/<name>) that the YAML files extend
+    if group in GROUPS:
+        registry(group)  # registers the group's schemas (schema/<group>/<name>) that the YAML files extend
     with hydra_context():
         try:
             cfg = compose(config_name=f"{group}/{name}")
@@ -187,8 +188,8 @@ def check_keys(group: str, keys, comps: List[Component], *, selected: bool):
 
 
 def apply_overrides(group: str, comps: List[Component], overrides: dict) -> List[Component]:
-    """Global overrides: every non-null key goes to each component that accepts it."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    """Global overrides: every key the user gave goes to each component that accepts it (``null`` included: it
+    unsets an optional parameter, e.g. ``dataset.n_per_class=null``)."""
     check_keys(group, overrides, comps, selected=False)
     out = []
     for c in comps:
