@@ -402,3 +402,17 @@ def test_methods_share_one_merged_trace(tiny):
         alone = m.explain_batch(a, x, [0, 1])
         for s, e in zip(shared, alone):
             torch.testing.assert_close(s.token_map, e.token_map, rtol=1e-6, atol=1e-12)
+
+
+def test_attnlrp_without_lxt_is_skipped_with_the_install_hint(monkeypatch, tiny_models):
+    """lxt is an extra (``xaibench[lrp]``): without it AttnLRP does not apply, and the reason says what to install."""
+    import sys
+
+    from xaibench import methods
+    from xaibench.errors import NotApplicable
+
+    for name in [m for m in sys.modules if m == "lxt" or m.startswith("lxt.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "lxt", None)  # import lxt -> ImportError
+    with pytest.raises(NotApplicable, match=r"pip install 'xaibench\[lrp\]'"):
+        methods.create("attnlrp").check(tiny_models["hf_vit_tiny"])

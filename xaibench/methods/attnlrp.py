@@ -51,7 +51,7 @@ def _lxt():
         import lxt.explicit.functional as lf
         from lxt.explicit.rules import identity
     except ImportError as e:
-        raise NotApplicable(f"attnlrp needs the lxt package (pip install 'lxt==2.1'): {e}") from None
+        raise NotApplicable(f"attnlrp needs the lxt package: pip install 'xaibench[lrp]' ({e})") from None
     return lf, identity
 
 
