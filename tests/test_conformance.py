@@ -6,24 +6,22 @@ hooked attention against the library and autograd, the token order by marking a 
 No hand-kept list: the families registered when this module is collected are parametrised; a family
 registered later (e.g. in a test module collected after this one, as tests/test_family_plugin.py) is judged
 at run time by ``test_families_registered_after_collection_conform``.  Each check is also shown to fail on
-a deliberately wrong declaration.  Then: ``metric=mprt`` through the runner on every shipped and tiny model
-config, the new DINOv2 family end to end, lazy imports, weights digests and precision.
+a deliberately wrong declaration.  Then: readout rows from the declared weights, and ``metric=mprt`` through
+the runner on every shipped and tiny model config.  (DINOv2 checkpoints: tests/test_pretrained.py; typed model
+configs and lazy imports: tests/test_families.py; precision: tests/test_adapter.py.)
 """
 
 import copy
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 from run_config import make_cfg
 
-from xaibench import methods, models
-from xaibench.errors import UserError
+from xaibench import models
 from xaibench.models import conformance as C
 from xaibench.models.base import TokenLayout
 from xaibench.models.card import Readout

@@ -83,7 +83,8 @@ class ToyAdapter(ModelAdapter):
         g = model.image_size // model.patch
         super().__init__(model, layout=TokenLayout(stages=((g, g),), prefix=1, readout=self.default_card.readout),
                          num_frames=1, image_size=model.image_size, patch_size=model.patch,
-                         card=self.make_card(card, **card_values), gradcam_layer=f"blocks.{len(model.blocks) - 1}.norm1")
+                         card=self.make_card(card, **card_values),
+                         gradcam_layer=f"blocks.{len(model.blocks) - 1}.norm1")
 
     @property
     def num_classes(self):
@@ -99,7 +100,8 @@ class ToyAdapter(ModelAdapter):
         return [self.model.head]
 
     def hook_points(self):
-        return [HookPoint(f"layer{i}", "global", i, b.attn.probs, ln_module=b.norm1) for i, b in enumerate(self.blocks())]
+        return [HookPoint(f"layer{i}", "global", i, b.attn.probs, ln_module=b.norm1)
+                for i, b in enumerate(self.blocks())]
 
 
 def test_the_family_is_registered_with_its_typed_config():

@@ -110,8 +110,9 @@ class TokenLayout:
         object.__setattr__(self, "readout", r)
         object.__setattr__(self, "stages", tuple(tuple(int(v) for v in s) for s in self.stages))
         if r.prefix_needed > self.prefix:
-            raise ValueError(f"readout {str(r)!r} reads prefix token(s) ({', '.join(g for g in r.groups if g != 'patches')}) "
-                             f"but the layout has {self.prefix} prefix token(s)")
+            read = ", ".join(g for g in r.groups if g != "patches")
+            raise ValueError(f"readout {str(r)!r} reads prefix token(s) ({read}) but the layout has {self.prefix} "
+                             f"prefix token(s)")
 
     @property
     def grid(self) -> Tuple[int, int]:

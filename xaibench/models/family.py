@@ -42,7 +42,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -357,5 +357,4 @@ def load_trained(cfg: TrainedConfig) -> ModelAdapter:
 
 
 __all__ = ["ArchConfig", "Family", "FAMILIES", "ModelConfig", "SHIPPED", "WEIGHTS_DIR", "build", "declare_shipped",
-           "divides", "family", "from_files", "raw_model", "load_shipped", "register_family", "shipped_names", "wrap",
-           "Callable"]
+           "divides", "family", "from_files", "raw_model", "load_shipped", "register_family", "shipped_names", "wrap"]

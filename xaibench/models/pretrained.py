@@ -51,7 +51,6 @@ True`` to [-1, 1]) gives ``mean = (o + m) / (255 f)`` and ``std = s / (255 f)``
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import math
@@ -615,4 +614,4 @@ def timm_pretrained(model_name: str = "", checkpoint=None, cache_dir=None, num_c
 
 __all__ = ["AnyHFConfig", "AnyTimmConfig", "HFPretrainedConfig", "PRETRAINED", "TimmPretrainedConfig",
            "declare_hf", "declare_timm", "hf_pretrained", "load_hf", "load_timm", "resolve_hf", "resolve_timm",
-           "timm_pretrained", "dataclasses"]
+           "timm_pretrained"]

@@ -18,7 +18,7 @@ from ..errors import UserError
 from .base import HookPoint, TokenLayout
 from .card import ModelCard
 from .family import ViTArchConfig, declare_shipped, register_family
-from .pretrained import TimmPretrainedConfig, declare_timm  # noqa: F401
+from .pretrained import declare_timm
 from .timm_base import TimmAdapter, pair
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
