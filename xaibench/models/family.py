@@ -177,10 +177,11 @@ class Family:
             raise UserError(f"bad configuration for {self.name}: {e}") from None
 
     def create(self, cfg) -> ModelAdapter:
-        """The registry entry: a seeded random-init model, wrapped (the global RNG is left as it was)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg.seed))
-            model = self.build_model(cfg)
+        """The registry entry: a random-init model from ``torch.manual_seed(cfg.seed)``, wrapped.  The global RNG
+        is seeded (not forked) on purpose: ``xaibench-train`` continues from that state, so a recipe retrains
+        its shipped weights exactly (e.g. Swin's stochastic depth draws from it)."""
+        torch.manual_seed(int(cfg.seed))
+        model = self.build_model(cfg)
         card = self.card.replace(name=self.name, family=self.name, source="random")
         if getattr(cfg, "mean", None) is not None:
             card = card.replace(mean=tuple(cfg.mean))
