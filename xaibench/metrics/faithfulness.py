@@ -256,8 +256,7 @@ class MonotonicityCorrelation(_Ascending):
             w = 1.0 / abs(y0) ** 2 if abs(y0) >= cfg.eps else 1.0
             sources = [prep.source]
             if cfg.baseline == "uniform":  # N noise baselines, drawn in order from the item's generator
-                sources += [p.source(item.sample.x, prep.features, cfg.baseline_of(item.sample.x, item.rng),
-                                     cacheable=False) for _ in range(cfg.nr_samples - 1)]
+                sources = prep.noise_sources(p, cfg, cfg.nr_samples)
 
             def sq(logits, target=item.target, y0=y0):
                 return (target_output(logits, target, cfg.output) - y0) ** 2

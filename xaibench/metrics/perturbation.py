@@ -46,6 +46,8 @@ ranks the same scores on the same sample shares their masks and outputs.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -61,6 +63,8 @@ from ..perturb import (CutMasks, FeatureConfig, Features, Perturber, Ranking, So
 from .base import EvalBatch, EvalItem, Metric
 
 OUTPUTS = ("logit", "prob")
+#: random-baseline sources (noise draws) made and evaluated together, at most
+SOURCE_CHUNK = 16
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -163,6 +167,20 @@ class Prepared:
     volume: torch.Tensor        # (T, H, W) attribution on the device
     source: Source              # the input with the metric's baseline
     index: int
+    rng_state: Optional[dict] = None  # the item generator's state before a random baseline was drawn
+
+    def noise_sources(self, perturber: Perturber, cfg, n: int):
+        """A callable giving a fresh iterator over ``n`` sources with random baselines: the first is
+        :attr:`source`'s, the next ones drawn after it from the item's generator (regenerated, never stored)."""
+        x = self.item.sample.x
+
+        def gen():
+            rng = np.random.default_rng()
+            rng.bit_generator.state = copy.deepcopy(self.rng_state)
+            for _ in range(n):
+                yield perturber.source(x, self.features, cfg.baseline_of(x, rng), cacheable=False)
+
+        return gen
 
     def ranking(self, abs: bool = False) -> Ranking:
         """Features by decreasing mean attribution (of ``|a|`` when ``abs``), seeded for the tie rule by the
@@ -202,14 +220,16 @@ class PerturbationMetric(Metric):
             if fkey not in feats:
                 feats[fkey] = (cfg.features_of(x, token_cell(adapter, 0), "metric").to(dev), x)
             f = feats[fkey][0]
+            state = None
             if cfg.random_baseline:
+                state = copy.deepcopy(item.rng.bit_generator.state)
                 base = cfg.baseline_of(x, item.rng)
             else:
                 if id(x) not in bases:
                     bases[id(x)] = (cfg.baseline_of(x), x)
                 base = bases[id(x)][0]
             src = perturber.source(x, f, base, cacheable=not cfg.random_baseline, baseline_key=cfg.baseline_key())
-            out.append(Prepared(item, f, vol.to(dev), src, i))
+            out.append(Prepared(item, f, vol.to(dev), src, i, state))
         return out
 
 
@@ -401,8 +421,6 @@ class LinearTies:
 
 
 def _combinations(g: int, n: int):
-    import itertools
-
     return itertools.combinations(range(g), n)
 
 
@@ -410,12 +428,23 @@ class OrderScore:
     """A score of one item computed from the outputs of several masks *under one order* of the features:
     mask ``c`` keeps the positions in ``[lo_c, hi_c)`` of the order (outside it when ``invert_c``).  ``fn``
     maps (n_orders, n_masks) outputs and the orders' variants to ``{output: (n_orders,) values}``.  With
-    several ``sources`` (random baselines) a mask's output is the mean over them."""
+    several ``sources`` (random baselines) a mask's output is the mean over them; ``sources`` is a list, or a
+    callable returning a fresh iterator over them (made :data:`SOURCE_CHUNK` at a time, so that many noise
+    baselines never sit in memory together)."""
 
-    def __init__(self, ranking: Ranking, sources: Sequence[Source], reduce, cuts: Sequence[Tuple[int, int, bool]],
+    def __init__(self, ranking: Ranking, sources, reduce, cuts: Sequence[Tuple[int, int, bool]],
                  fn: Callable, outputs: Sequence[str]):
-        self.ranking, self.sources, self.reduce = ranking, list(sources), reduce
+        self.ranking, self.reduce = ranking, reduce
+        self.sources = sources if callable(sources) else list(sources)
         self.cuts, self.fn, self.outputs = list(cuts), fn, list(outputs)
+
+    def source_chunks(self):
+        it = iter(self.sources() if callable(self.sources) else self.sources)
+        while True:
+            chunk = list(itertools.islice(it, SOURCE_CHUNK))
+            if not chunk:
+                return
+            yield chunk
 
     def straddled(self) -> List[Tuple[int, int]]:
         """The tie groups a mask boundary falls inside (their order changes the score)."""
@@ -445,7 +474,7 @@ class OrderTies:
             states.append({"groups": groups, "values": {o: [] for o in s.outputs}, "variants": []})
         want = [self.first_orders if st["groups"] else 1 for st in states]
         while True:
-            reqs = []
+            jobs = []
             for s, st, n in zip(scores, states, want):
                 have = len(st["variants"])
                 if n <= have:
@@ -455,12 +484,28 @@ class OrderTies:
                 for v in variants:
                     for lo, hi, inv in s.cuts:
                         masks.add(v, max(lo, 0), min(hi, s.ranking.F), inv)
-                reqs.append((s, st, variants, [perturber.add(src, masks, s.reduce) for src in s.sources]))
-            if not reqs:
+                jobs.append({"s": s, "st": st, "variants": variants, "masks": masks, "chunks": s.source_chunks(),
+                             "sum": None, "n": 0})
+            if not jobs:
                 break
-            perturber.run()
-            for s, st, variants, rs in reqs:
-                vals = torch.stack([r.values for r in rs]).mean(0).cpu().numpy().reshape(len(variants), len(s.cuts))
+            active = jobs
+            while active:  # every item's sources, a chunk at a time, packed into the same model batches
+                pending = []
+                for job in active:
+                    chunk = next(job["chunks"], None)
+                    if chunk is not None:
+                        pending.append((job, [perturber.add(src, job["masks"], job["s"].reduce) for src in chunk]))
+                if not pending:
+                    break
+                perturber.run()
+                for job, rs in pending:
+                    tot = torch.stack([r.values for r in rs]).sum(0)
+                    job["sum"] = tot if job["sum"] is None else job["sum"] + tot
+                    job["n"] += len(rs)
+                active = [job for job, _ in pending]
+            for job in jobs:
+                s, st, variants = job["s"], job["st"], job["variants"]
+                vals = (job["sum"] / job["n"]).cpu().numpy().reshape(len(variants), len(s.cuts))
                 res = s.fn(vals, variants)
                 for o in s.outputs:
                     st["values"][o].extend(np.asarray(res[o], dtype=np.float64).tolist())
