@@ -30,7 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 BIG = {
     "timesformer_base": ("hf_timesformer", dict(num_labels=400, image_size=224, patch_size=16, num_frames=8,
                                                 hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                                intermediate_size=3072, layer_norm_eps=1e-6)),
+                                                intermediate_size=3072)),
     "vit_b16": ("hf_vit", dict(num_labels=1000, image_size=224, patch_size=16, hidden_size=768,
                                num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
     "swin_t": ("hf_swin", dict(num_labels=1000, image_size=224, patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),

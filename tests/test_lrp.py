@@ -198,7 +198,7 @@ def test_unsupported_models_say_why():
 def test_hf_deit_mismatches_with_the_hf_adapter_layout_are_refused():
     from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
-    from xaibench.models.hf import HFViTAdapter
+    from xaibench.models.hf_vit import HFViTAdapter
 
     cfg = DeiTConfig(num_labels=3, image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
                      num_attention_heads=2, intermediate_size=64, attn_implementation="eager")
@@ -215,7 +215,11 @@ def test_hf_deit_mismatches_with_the_hf_adapter_layout_are_refused():
 def test_rerun_guard_refuses_lookalike_post_norm_blocks():
     from timm.models.vision_transformer import ResPostBlock
 
-    post = models.create("timm_vit", block_fn=ResPostBlock, **TINY)  # same module names, norm after attention
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)  # same module names as a pre-norm ViT, norm after attention
+    post = models.wrap("timm_vit", VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2,
+                                                     num_classes=4, block_fn=ResPostBlock))
     assert describe_blocks(post) is not None
     with pytest.raises(NotApplicable, match="does not reproduce"):
         methods.create("transformer_attribution")(post, pixels(post, 1)[0], 1)

@@ -103,12 +103,12 @@ def dense_product(recs, Gs, residual):
 def readout_row(layout, n, pool):
     """The classifier's readout row over a stage token vector of length ``n``."""
     v = torch.zeros(n, dtype=torch.float64)
-    if layout.readout == "cls":
-        v[0] = 1
-    elif layout.readout == "prefix_mean":
-        v[:layout.prefix] = 1 / layout.prefix
-    else:
-        v[layout.prefix:] = 1 / (n - layout.prefix) if pool == "mean" else 1
+    w = layout.readout.weights  # declared weights per token group (xaibench.models.card.Readout)
+    v[0] += w.get("cls", 0.0)
+    if "dist" in w:
+        v[1] += w["dist"]
+    if "patches" in w:  # the mean over the patches; Chefer's column sums (pool="sum") for a patches-only readout
+        v[layout.prefix:] += w["patches"] / (n - layout.prefix) if pool == "mean" or len(w) > 1 else w["patches"]
     return v
 
 
@@ -220,6 +220,8 @@ def test_chefer_zero_gradients_gives_identity_readout(tiny, tiny_name):
         n_last = recs[-1].grid[0] * recs[-1].grid[1]
         n_first = recs[0].grid[0] * recs[0].grid[1]
         torch.testing.assert_close(m, torch.full_like(m, n_last / n_first))
+    elif "patches" in a.layout.readout.weights:  # R = I: the readout row itself, w_patches / P on every patch
+        torch.testing.assert_close(m, torch.full_like(m, a.layout.readout.weights["patches"] / m[0].numel()))
     else:
         assert torch.count_nonzero(m) == 0  # R = I: the prefix rows hold no patch relevance
 

@@ -256,7 +256,12 @@ def _coerce(where: str, spec: ParamSpec, value):
         item = ParamSpec(spec.name, spec.key, args[0] if args else Any, MISSING, spec.range, spec.choices,
                          spec.help, None, None, False, False)
         items = [_coerce(f"{where}[{i}]", item, v) for i, v in enumerate(value)]
-        return tuple(items) if typing.get_origin(tp) is tuple else items
+        out = tuple(items) if typing.get_origin(tp) is tuple else items
+        if spec.check is not None:
+            msg = spec.check(out)
+            if msg:
+                raise UserError(f"{where}={_show_value(value)} is not allowed: {msg}")
+        return out
     else:  # a nested typed config or another declared type
         out = value
     if spec.choices is not None and out not in spec.choices:

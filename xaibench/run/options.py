@@ -71,7 +71,8 @@ class RunConfig(ComponentConfig):
     warmup: bool = param(True, neutral=True, help="one untimed explanation per model x method before timing")
     device: str = param("auto", check=_device, allowed=DEVICES, help="auto (a CUDA GPU when present) | cpu | cuda | cuda:N")
     precision: str = param("fp32", choices=("fp32", "bf16", "fp16"),
-                           help="precision of the model's forward passes (docs/models.md)")
+                           help="forward-only passes on a low-precision copy of the weights; gradients in fp32 "
+                                "(docs/models.md)")
     workers: int = param(0, range=(0, 256), neutral=True, help="data-loading worker processes")
     shard: Optional[str] = param(None, check=_shard, allowed="I/N or null", help="I/N: run every N-th sample starting at I")
     cache: bool = param(True, neutral=True,
