@@ -208,45 +208,65 @@ def counts(norm: torch.Tensor, mask: torch.Tensor) -> dict:
 
 
 def _sorted_folded(N: torch.Tensor, M: torch.Tensor):
-    """(is_start, labels) of the two-channel scores ``[1 - N, N]`` in ascending order, from ONE sort of ``n``
-    keys (a CPU radix sort of 32-bit keys).
+    """(is_start, labels), each (B, 2n), of the two-channel scores ``[1 - N, N]`` of each row of ``N`` (B, n)
+    in ascending order, from ONE sort of ``n`` keys per row (a CPU radix sort of 32-bit keys).
 
     Every sample ``i`` puts one score at most 1/2 and one at least 1/2 into the two channels:
     ``f_i = min(N_i, 1 - N_i)`` (``1 - N_i`` is exact for ``N_i >= 1/2``) and ``u_i = fl(1 - f_i)``.  The
     lower half sorted by ``f`` is therefore followed by the upper half in the reverse order (``u`` is a
     non-increasing function of ``f``), and a sample's upper label is the opposite of its lower label.
     """
+    B, n = N.shape
     low = N < 0.5
     f = torch.where(low, N, 1.0 - N)
-    ks, perm = torch.sort(f.float().view(torch.int32), stable=True)  # f >= 0: the bits are in value order
-    fs = f.index_select(0, perm)
-    yl = (M == low).index_select(0, perm)  # lower label: M in channel 1 (N < 1/2), not M in channel 0
-    inverted = fs[1:] < fs[:-1]
-    if bool(inverted.any()):  # values sharing a float32 key out of order: re-sort their runs by value
-        at = torch.nonzero(inverted).flatten()
-        keys = torch.unique(ks.index_select(0, at))
-        lo = torch.searchsorted(ks, keys, side="left").tolist()
-        hi = torch.searchsorted(ks, keys, side="right").tolist()
+    keys = f.float().view(torch.int32)  # f >= 0: the bits are in value order
+    ks = torch.empty_like(keys)
+    perm = torch.empty(B, n, dtype=torch.int64)
+    for r in range(B):  # torch's radix sort runs on 1-D integer tensors
+        torch.sort(keys[r], stable=True, out=(ks[r], perm[r]))
+    flat = (perm + torch.arange(B).unsqueeze(1) * n).reshape(-1)
+    fs = f.reshape(-1).index_select(0, flat).reshape(B, n)
+    yl = (M == low).reshape(-1).index_select(0, flat).reshape(B, n)  # lower label: M in channel 1, else not M
+    inverted = fs[:, 1:] < fs[:, :-1]
+    for r in torch.nonzero(inverted.any(1)).flatten().tolist():
+        # values sharing a float32 key out of order: re-sort their runs by value
+        k, v = ks[r], fs[r]
+        bad = torch.unique(k[1:][inverted[r]])
+        lo = torch.searchsorted(k, bad, side="left").tolist()
+        hi = torch.searchsorted(k, bad, side="right").tolist()
         pos = torch.cat([torch.arange(a, b) for a, b in zip(lo, hi)])
-        sv, so = torch.sort(fs[pos], stable=True)
-        fs[pos] = sv
-        yl[pos] = yl[pos][so]
-    values = torch.cat([fs, torch.flip(1.0 - fs, (0,))])
-    ys = torch.cat([yl, torch.flip(~yl, (0,))])
+        sv, so = torch.sort(v[pos], stable=True)
+        v[pos] = sv
+        yl[r, pos] = yl[r, pos][so]
+    values = torch.cat([fs, torch.flip(1.0 - fs, (1,))], 1)
+    ys = torch.cat([yl, torch.flip(~yl, (1,))], 1)
     return _starts(values), ys
 
 
+def two_channel_aps(norm: torch.Tensor, mask: torch.Tensor, constant: torch.Tensor) -> List[float]:
+    """Chefer et al.'s ``get_ap_scores`` of each row of ``norm`` (B, n) (normalised maps) and ``mask`` (B, n): AP
+    of ``[1 - N, N]`` against ``[M = 0, M = 1]``; a constant map is 0 in both channels (every score ties: AP 0.5,
+    the positive rate of the two-channel target); NaN -> 0."""
+    norm = norm.double()
+    mask = mask.bool()
+    out = [0.5] * norm.shape[0]
+    rows = torch.nonzero(~constant.reshape(-1)).flatten().tolist()
+    if not rows:
+        return out
+    if norm.device.type == "cpu" and norm.shape[1] >= _RADIX_MIN:
+        idx = torch.tensor(rows)
+        aps = _ap_ascending(*_sorted_folded(norm.index_select(0, idx), mask.index_select(0, idx))).tolist()
+    else:
+        aps = [average_precision(torch.cat([1.0 - norm[r], norm[r]]), torch.cat([~mask[r], mask[r]]), unit=True)
+               for r in rows]
+    for r, ap in zip(rows, aps):
+        out[r] = 0.0 if ap != ap else ap
+    return out
+
+
 def two_channel_ap(norm: torch.Tensor, mask: torch.Tensor, constant: bool) -> float:
-    """Chefer et al.'s ``get_ap_scores`` of one sample: AP of ``[1 - N, N]`` (zeros in both channels for a
-    constant map) against ``[M = 0, M = 1]``, NaN -> 0."""
-    n = norm.reshape(-1).double()
-    m = mask.reshape(-1).bool()
-    if constant:
-        return 0.5  # every score ties (0 in both channels): the positive rate of the two-channel target
-    if n.device.type == "cpu" and n.numel() >= _RADIX_MIN:
-        return float(_ap_ascending(*_sorted_folded(n, m)))
-    ap = average_precision(torch.cat([1.0 - n, n]), torch.cat([~m, m]), unit=True)
-    return 0.0 if ap != ap else ap
+    """:func:`two_channel_aps` of one sample."""
+    return two_channel_aps(norm.reshape(1, -1), mask.reshape(1, -1), torch.tensor([bool(constant)]))[0]
 
 
 @dataclass
@@ -297,12 +317,12 @@ class Segmentation(Metric):
             mask = torch.stack([it.mask.reshape(-1).to(dev).bool() for it in group])
             norm, constant = _normalise_rows(vol)
             cnt = _counts_rows(norm, mask).cpu().tolist()
-            constant = constant.tolist()
+            aps = two_channel_aps(norm, mask, constant)
             for j in range(len(group)):
                 state = dict(zip(HIDDEN, cnt[j]))
                 row = {name: o.aggregation.compute([state]) for name, o in self.outputs.items()
                        if o.aggregation.dataset_level}
-                row["map"] = two_channel_ap(norm[j], mask[j], constant[j])
+                row["map"] = aps[j]
                 out.append({**row, **state})
         return out
 
