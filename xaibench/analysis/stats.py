@@ -909,8 +909,8 @@ def marks(summary: pd.DataFrame, comparisons: pd.DataFrame, validity: pd.DataFra
                 out.loc[i, ["effect", "effect_ci_low", "effect_ci_high"]] = [
                     src["effect"], src["effect_ci_low"], src["effect_ci_high"]]
         if top_mark == "tied":
-            out.loc[rows.index, "mark_note"] = (f"best not stable: it keeps the top mean in {share:.0%} of bootstrap "
-                                                f"resamples (below {stable:.0%}), so it is marked ~")
+            out.loc[rows.index, "mark_note"] = (f"best not stable: {best_key[0]} keeps the top mean in {share:.0%} of "
+                                                f"bootstrap resamples (below {stable:.0%}), so it is marked ~")
     out["n_needed"] = pd.array([None if pd.isna(v) else int(v) for v in out["n_needed"]], dtype="Int64")
     return out
 
