@@ -63,8 +63,8 @@ from ..errors import UserError
 from .base import METRICS, EvalBatch, Metric
 
 HIDDEN = ("_correct", "_labelled", "_inter_bg", "_inter_fg", "_union_bg", "_union_fg")
-#: elements per chunk of the batched element-wise work (bounds the memory of one call)
-CHUNK = 1 << 22
+#: voxels per chunk of items computed together (about 100 bytes of temporaries per voxel: ~100 MiB a chunk)
+CHUNK = 1 << 20
 #: torch's CPU sort uses a radix sort for 1-D integer tensors from this size on
 _RADIX_MIN = 1 << 15
 
