@@ -21,8 +21,8 @@ exist; a missing or unreadable piece adds a note instead of failing):
   (1 = best, ties share the average rank, as :func:`scipy.stats.rankdata`).
 * **Cost and quality**: per benchmark, explain time in forward passes
   (``explain_time_s`` mean / ``provenance.json`` ``forward_time_s[model]``;
-  seconds when the forward time is unknown) against the first present of
-  :data:`QUALITY_FOR_COST`.
+  seconds when the forward time is unknown) against the benchmark's first quality metric (``metric_kind``)
+  not judged invalid.
 * **Ablations**: for every method and parameter whose value varies while its
   other parameters stay fixed (within a run, or across the runs of a sweep,
   whose swept values are folded into the methods' parameters), every metric
@@ -59,7 +59,6 @@ from .schema import COST, QUALITY, metric_kinds
 from .table import (BENCH, CONTROLS, best_marks, decimals, format_cell, invalid_metrics, is_control,
                     metric_order, params_text, parse_params, variant_labels)
 
-QUALITY_FOR_COST = ("insertion_auc", "faithfulness_correlation", "ap", "miou")
 RUN_FILES = ("provenance.json", "rows.jsonl")
 TABLE_FILES = ("summary.csv", "results.parquet")
 MAX_GALLERY = 6  # samples per benchmark shown
@@ -386,7 +385,8 @@ def cost_plots(s, provenance, validity) -> List[dict]:
     invalid = invalid_metrics(s, validity)
     out = []
     for bench, b in s.groupby(BENCH, sort=False, dropna=False):
-        present = [m for m in QUALITY_FOR_COST if m in set(b["metric"]) and not key_in(bench, m, invalid)]
+        kinds = dict(zip(b["metric"], metric_kinds(b)))
+        present = [m for m in pd.unique(b["metric"]) if kinds[m] == QUALITY and not key_in(bench, m, invalid)]
         t = b[b["metric"] == "explain_time_s"].set_index("label")
         if not present or t.empty:
             continue
