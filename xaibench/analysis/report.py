@@ -15,7 +15,7 @@ exist; a missing or unreadable piece adds a note instead of failing):
   marked with their reason; ``validity.csv`` and ``comparisons.csv`` in full
   below, folded.
 * **Ranking**: per benchmark, each method's mean rank over the quality metrics
-  (the cost metrics and invalid metrics left out): the average of
+  (metric_kind quality only, invalid ones left out): the average of
   ``ranking.csv``'s ``mean_rank`` (per-sample ranks averaged over samples), or,
   without that file, the average over metrics of the rank of the method's mean
   (1 = best, ties share the average rank, as :func:`scipy.stats.rankdata`).
