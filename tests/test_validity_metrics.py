@@ -39,22 +39,25 @@ def chefer_eval(res: torch.Tensor, labels: torch.Tensor):
     return correct, labelled, area_inter, area_pred + area_lab - area_inter, ap
 
 
+@pytest.mark.parametrize("size", [32, 224])  # 224: the radix-sort path of a paper-size map
 @pytest.mark.parametrize("kind", ["smooth", "binary", "constant", "zero"])
-def test_segmentation_matches_the_reference_evaluation(kind):
+def test_segmentation_matches_the_reference_evaluation(kind, size):
     g = torch.Generator().manual_seed(0)
-    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
-    mask[0, 8:20, 10:26] = True
-    vol = {"smooth": torch.rand(1, 32, 32, generator=g), "binary": mask.float(),
-           "constant": torch.full((1, 32, 32), 0.3), "zero": torch.zeros(1, 32, 32)}[kind]
+    mask = torch.zeros(1, size, size, dtype=torch.bool)
+    mask[0, size // 4:size * 5 // 8, size // 3:size * 4 // 5] = True
+    vol = {"smooth": torch.rand(1, size, size, generator=g), "binary": mask.float(),
+           "constant": torch.full((1, size, size), 0.3), "zero": torch.zeros(1, size, size)}[kind]
     expl = Explanation(volume=vol, frame_scores=vol.flatten(1).sum(1), token_map=vol)
-    item = EvalItem(sample=Sample("s", torch.zeros(1, 3, 32, 32), 0, mask=mask), method="m", explanation=expl,
+    item = EvalItem(sample=Sample("s", torch.zeros(1, 3, size, size), 0, mask=mask), method="m", explanation=expl,
                     target=0, logits=torch.zeros(2), rng=np.random.default_rng(0))
     out, = evaluate_items(metrics.create("segmentation"), None, [item])
     correct, labelled, inter, union, ap = chefer_eval(vol[0], mask[0])
     assert out["_correct"] == correct and out["_labelled"] == labelled
     assert (out["_inter_bg"], out["_inter_fg"]) == tuple(inter)
     assert (out["_union_bg"], out["_union_fg"]) == tuple(union)
-    assert out["map"] == pytest.approx(ap, abs=1e-12)
+    # the reference normalises in float32 (as Chefer et al.'s torch code), we in float64 (as version 1): on a
+    # large map float32 rounding ties a few more of the 2n scores
+    assert out["map"] == pytest.approx(ap, abs=1e-12 if size == 32 else 1e-6)
     if kind in ("constant", "zero"):
         assert out["map"] == pytest.approx(0.5) and out["_inter_fg"] == 0  # empty foreground, AP 0.5
 

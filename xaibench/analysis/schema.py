@@ -71,8 +71,6 @@ def is_judged(kind: str) -> bool:
     return kind == QUALITY
 
 
-
-
 # ------------------------------------------------------------------ dataset-level reductions
 #: the denominator guard of the reductions (``numpy.spacing(1)``, the eps of Chefer et al.'s evaluation code)
 EPS = 2.220446049250313e-16
