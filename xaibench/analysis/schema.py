@@ -33,7 +33,10 @@ COLUMNS = ["experiment", "dataset", "model", "method", "params", "sample_id", "m
 KEYS = ["experiment", "dataset", "model", "method", "params", "metric"]
 AGGREGATE = "__aggregate__"
 SUMMARY_COLUMNS = KEYS + ["mean", "std", "n", "higher_is_better", "metric_kind", "n_undefined", "ci_low", "ci_high",
-                          "kind", "valid", "best"]
+                          "kind", "valid", "best",
+                          # the marks' evidence (xaibench.analysis.stats.marks): effect to the best with its
+                          # interval, the n a comparison would need, why a cell has no mark
+                          "effect", "effect_ci_low", "effect_ci_high", "n_needed", "mark_note"]
 TABLES = ("summary", "validity", "comparisons", "ranking")
 
 QUALITY, DESCRIPTIVE, SANITY, COST = "quality", "descriptive", "sanity", "cost"
