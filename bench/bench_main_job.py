@@ -55,7 +55,6 @@ import common
 import pandas as pd  # noqa: E402
 
 TARGET_S = 180.0
-COST_METRICS = ("explain_time_s", "n_forward", "n_backward", "explain_peak_mem_mb", "eval_time_s", "eval_n_forward")
 COLUMNS = ["cache", "model", "n_samples", "n_methods", "wall_s", "run_wall_s", "explain_eval_s", "forward_explain",
            "forward_eval", "forward_total", "forward_per_method_sample", "forward_saved_by_cache", "cache_hits",
            "forward_all", "backward_all", "forward_time_s", "threads", "target", "met", "max_abs_diff_vs_other_run"]
@@ -85,7 +84,7 @@ def run_job(run_dir: Path, cache: bool, threads: int, extra) -> float:
 def per_model(run_dir: Path) -> pd.DataFrame:
     """Per model: samples, methods, method+metric seconds and forward passes from the run's results."""
     res = pd.read_csv(run_dir / "results.csv", low_memory=False)
-    res = res[res.metric.isin(COST_METRICS)]
+    res = res[res.metric_kind == "cost"]
     wide = res.pivot_table(index=["model", "method", "sample_id"], columns="metric", values="value",
                            aggfunc="first").reset_index()
     for c in ("explain_time_s", "eval_time_s", "n_forward", "eval_n_forward"):
@@ -106,7 +105,7 @@ def summary_diff(a: Path, b: Path) -> float:
     """Largest |difference| of the summary means of every non-cost metric of two runs."""
     keys = ["dataset", "model", "method", "params", "metric"]
     sa, sb = (pd.read_csv(p / "summary.csv") for p in (a, b))
-    sa, sb = (s[~s.metric.isin(COST_METRICS)] for s in (sa, sb))
+    sa, sb = (s[s.metric_kind != "cost"] for s in (sa, sb))
     m = sa.merge(sb, on=keys, suffixes=("_a", "_b"), how="outer")
     d = (m.mean_a - m.mean_b).abs()
     both_nan = m.mean_a.isna() & m.mean_b.isna()

@@ -169,7 +169,7 @@ def test_cuda_request_without_a_gpu_is_a_clear_error(tmp_path):
 def test_batch_size_changes_metrics_only_by_float_rounding():
     """docs/metrics.md, "Batch size": logits within 1e-5 relative, faithfulness correlation within 1e-3."""
     from xaibench.metrics import create as make_metric
-    from xaibench.metrics.base import EvalContext
+    from xaibench.metrics.base import EvalItem, evaluate_items
 
     for name, dname in (("vit_synth", "synthetic_image"), ("timesformer_synth", "synthetic_video")):
         adapter = models.create(name)
@@ -179,9 +179,9 @@ def test_batch_size_changes_metrics_only_by_float_rounding():
         metric = make_metric("faithfulness_correlation", nr_runs=50)
         vals, outs = [], []
         for bs in (1, 7, 32):
-            ctx = EvalContext(adapter=adapter, x=s.x, target=int(s.label), explanation=expl, logits=logits,
-                              rng=np.random.default_rng(0), batch_size=bs, shared_seed=(0, 1))
-            vals.append(metric.compute(ctx)["faithfulness_correlation"])
+            item = EvalItem(sample=s, method="chefer", explanation=expl, target=int(s.label), logits=logits,
+                            rng=np.random.default_rng(0), shared_seed=(0, 1))
+            vals.append(evaluate_items(metric, adapter, [item], batch_size=bs)[0]["faithfulness_correlation"])
             outs.append(adapter.predict(torch.stack([s.x] * 9), batch_size=bs))
         assert max(vals) - min(vals) <= 1e-3, (name, vals)
         for o in outs[1:]:

@@ -403,7 +403,8 @@ class Runner:
         explainer = Explainer(adapter, arms, max_trace=chunk, progress=progress)
         services = Services(reexplain=lambda item, ad, arms=arms: self._reexplain(arms, item, ad),
                             randomised=lambda k, seed, ad=adapter: self._randomised(ad, k, seed))
-        evaluator = Evaluator(adapter, metrics, batch, services, seed=self.seed, progress=progress)
+        evaluator = Evaluator(adapter, metrics, batch, services, seed=self.seed, progress=progress,
+                              other_adapters=lambda: list(self.__dict__.get("_random_copies", {}).values()))
         before = dict(adapter.passes)
         warmed = not self.opts.warmup
         loader = Loader(dataset, [i for i, _ in pending], [s for _, s in pending], n_explain, self.opts.workers,
@@ -429,6 +430,10 @@ class Runner:
             bar.close()
             self.stats["forward"] += adapter.passes["forward"] - before["forward"]
             self.stats["backward"] += adapter.passes["backward"] - before["backward"]
+            for copy in self.__dict__.get("_random_copies", {}).values():  # the randomisation test's copies
+                for k in ("forward", "backward"):
+                    self.stats[k] += copy.passes[k]
+                    copy.passes[k] = 0
             if adapter.cache is not None:
                 self.stats["cache_hits"] += adapter.cache.hits
                 adapter.cache.hits = 0

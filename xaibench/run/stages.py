@@ -232,9 +232,14 @@ class Evaluator:
     """Scores the (sample, arm) items of a batch: each metric is called once with all the items it can score."""
 
     def __init__(self, adapter, metrics: List[MetricRun], batch_size: int, services: Services, seed: int = 0,
-                 progress: Optional[Callable] = None):
+                 progress: Optional[Callable] = None, other_adapters: Optional[Callable] = None):
         self.adapter, self.metrics, self.batch_size = adapter, metrics, batch_size
         self.services, self.progress, self.seed = services, progress, seed
+        #: the adapters a metric may run besides the batch's (the randomised copies): their passes count too
+        self.other_adapters = other_adapters or (lambda: [])
+
+    def _passes(self) -> int:
+        return sum(a.passes["forward"] for a in [self.adapter, *self.other_adapters()])
 
     def evaluate(self, items: List[EvalItem]) -> Dict[str, Evaluated]:
         """``items``: every (sample, arm) of the batch (their ``rng`` is set here, per metric)."""
@@ -250,12 +255,12 @@ class Evaluator:
                 mine = [dataclasses.replace(items[k], rng=item_rng(self.seed, items[k].sample.sample_id,
                                                                    items[k].method, mr.comp.label)) for k in pos]
                 batch = EvalBatch(adapter=self.adapter, items=mine, batch_size=self.batch_size, services=services)
-                with self.adapter.counting() as n:
-                    t0 = time.perf_counter()
-                    values = m.evaluate(batch)
-                    _sync(self.adapter)
-                    ev.seconds = time.perf_counter() - t0
-                ev.forward = n["forward"]
+                before = self._passes()
+                t0 = time.perf_counter()
+                values = m.evaluate(batch)
+                _sync(self.adapter)
+                ev.seconds = time.perf_counter() - t0
+                ev.forward = self._passes() - before
                 if len(values) != len(pos):
                     raise RuntimeError(f"metric {mr.comp.label} returned {len(values)} results for {len(pos)} items")
                 ev.values = dict(zip(pos, values))
