@@ -111,7 +111,7 @@ def family_table(run_dirs: dict) -> pd.DataFrame:
                 tops.append(label[idx])
             else:
                 tops.append("")
-            marks = m["best"].fillna("").astype(str)
+            marks = m["best"].astype(object).where(m["best"].notna(), "").astype(str)
             best.append(tuple(sorted(label[marks == "best"])))
             tied.append(tuple(sorted(label[marks == "tied"])))
             row[f"verdict_{seed}"], row[f"top_{seed}"] = verdicts[-1], tops[-1]
