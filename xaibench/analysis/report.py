@@ -34,7 +34,9 @@ exist; a missing or unreadable piece adds a note instead of failing):
   beneath (red: ground-truth evidence frames; the current frame outlined).  A
   sweep shows the samples of every run, leaving out explanations equal to one
   already shown.  Without a gallery, the PNGs of ``figures/`` are shown.
-* **Published numbers**: ``reference_comparison.csv`` of the paper experiments.
+* **Published numbers**: ``reference_comparison.csv`` of the paper experiments
+  (:func:`xaibench.analysis.reference.report_section`): each model's accuracy and checkpoint, warnings,
+  then method, metric, ours, published, diff, comparable and why not first; the parameters last, folded.
 * **Provenance**: status, versions, seed, git revision, device, wall time, config.
 """
 
@@ -55,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from .reference import report_section as reference_section
 from .schema import COST, QUALITY, metric_kinds
 from .table import (BENCH, CONTROLS, best_marks, decimals, format_cell, invalid_metrics, is_control,
                     metric_order, params_text, parse_params, variant_labels)
@@ -706,7 +709,7 @@ def render(d: RunData, max_gallery: int = MAX_GALLERY) -> str:
         ablations=_section(notes, "ablation plots", ablation_plots, s) if s is not None else [],
         gallery=_section(notes, "gallery", gallery_sections, d.gallery, max_gallery),
         figures=figures,
-        reference=_records(d.reference),
+        reference=reference_section(d.reference),
         provenance=provenance_items(prov), versions=sorted((prov.get("versions") or {}).items()),
         config=json.dumps(prov.get("config"), indent=2, default=str) if prov.get("config") else "",
         runs=[{"name": r["name"], "path": r["path"], "items": provenance_items(r["provenance"]),
