@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from realdata_fixtures import make_kinetics, write_gtsegs
-from xaibench.run import app  # noqa: F401  (registers the config schema that conf/config.yaml names)
+from xaibench.run.app import register_schemas
 from xaibench.run.plan import conf_dir, load, plan
 from xaibench.analysis.reference import read_reference, reference_path
 from xaibench.analysis.results import AGGREGATE
@@ -32,7 +32,15 @@ def put_in_hub_cache(cache, repo_id, model):
     (root / "refs" / "main").write_text(SHA)
 
 
+def compose_config(overrides):
+    """The config the app composes (the primary schema registered first, as the app does)."""
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
 def run(overrides, out):
+    register_schemas()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides + ["print_summary=false", "warmup=false"])
     summary, status = Runner(cfg, out).run()
@@ -78,7 +86,7 @@ def check_reference_join(out, experiment, summary):
     return table
 
 
-def test_staa_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
+def test_staa_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch, capsys):
     canon = read_class_list()
     torch.manual_seed(0)
     tsf = build_hf_timesformer(num_labels=400, image_size=32, patch_size=8, num_frames=8, hidden_size=32,
@@ -125,6 +133,22 @@ def test_staa_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
     table = check_reference_join(out, "staa_paper", summary)
     assert len(table[(table.status == "both") & (table.method == "staa")]) > 0
 
+    # random weights saved under the published checkpoint's name (issue 19.11): nothing is compared, each row says
+    # why, and the model's accuracy on the evaluated samples stands beside the comparison
+    assert "comparable" in table, "the runner writes the comparison with compare(..., run_dir=<run folder>)"
+    assert not table["comparable"].any()
+    both = table[table.status == "both"]
+    assert both["why_not"].str.contains("model: not the published checkpoint's architecture: image_size 32 "
+                                        r"\(published 224\), grid \[4, 4\] \(published \[14, 14\]\)").all()
+    labelled = per_sample_rows.drop_duplicates("sample_id")
+    k, n = int(labelled["correct"].astype(bool).sum()), len(labelled)
+    assert (both["accuracy"].str.split(" ").str[0] == f"{k}/{n}").all()
+    printed = capsys.readouterr().out
+    section = printed[printed.index("== against the published numbers =="):]
+    assert f"pretrained_timesformer_k400 on kinetics400_staa: accuracy {k}/{n}" in section
+    assert "comparable: none of the 20 published numbers" in section
+    assert max(len(line) for line in section.splitlines()) <= 120 and len(section.splitlines()) <= 30
+
 
 def test_stdnorm_paper_experiment_end_to_end(tmp_path, hf_home, monkeypatch):
     from timm.data import ImageNetInfo
@@ -170,9 +194,8 @@ def test_global_metric_override_reaches_only_metrics_that_take_it():
     """``metric.nr_runs=10`` (a global override, README "Running experiments") goes to every metric of the
     experiment that has ``nr_runs`` (faithfulness correlation) and to no other (STAA faithfulness has no ``nr_runs``):
     every metric of staa_paper is then created."""
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=staa_paper", "+metric.nr_runs=10"])
-        comps = {c.name: c for c in plan(cfg, {}).metrics}
+    cfg = compose_config(["experiment=staa_paper", "+metric.nr_runs=10"])
+    comps = {c.name: c for c in plan(cfg, {}).metrics}
     assert comps["faithfulness_correlation"].params["nr_runs"] == 10
     assert "nr_runs" not in comps["staa_faithfulness"].params
     for c in comps.values():

@@ -96,16 +96,20 @@ def test_weights_that_are_not_the_declared_checkpoint_are_not_compared():
 
 
 @pytest.mark.parametrize("setting, text", [
-    (dict(n_samples=32), "method.n_samples=32 (published 256)"),
-    (dict(k=0.5), "metric.k=0.5 (published 0.7)"),
-    (dict(size=64), "dataset.size=64 (published 224)"),
-    (dict(target="label"), 'run.target="label" (published "predicted")'),
+    (dict(n_samples=32), "method a settings differ: n_samples=32 (published 256)"),
+    (dict(k=0.5), "metric x settings differ: k=0.5 (published 0.7)"),
+    (dict(size=64), "dataset settings differ: size=64 (published 224)"),
+    (dict(target="label"), 'run settings differ: target="label" (published "predicted")'),
 ])
 def test_a_protocol_setting_that_differs_is_named(setting, text):
     t = run_compare(ckpts(sha=H1), **setting)
     a = row(t, "a", "paper A")
-    assert not a["comparable"] and a["why_not"] == "settings differ: " + text
+    assert not a["comparable"] and a["why_not"] == text
     assert row(t, "a", "blog B")["comparable"]  # that source declares no setting
+    # two groups that differ: two reasons
+    t = run_compare(ckpts(sha=H1), n_samples=32, size=64)
+    assert row(t, "a", "paper A")["why_not"] == ("method a settings differ: n_samples=32 (published 256) | dataset "
+                                                 "settings differ: size=64 (published 224)")
 
 
 def test_another_dataset_is_named():

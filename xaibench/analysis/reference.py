@@ -343,17 +343,23 @@ def _run_settings(group: str, row, comp: Optional[dict], prov: Optional[dict], m
 
 
 def _setting_diffs(settings: Dict[str, dict], row, comp, prov, metric_params) -> List[str]:
+    """One reason per group of settings that differ, e.g. ``method shap settings differ: cell=32 (published
+    224)``."""
     out = []
     for group in SETTING_GROUPS:
         want = settings.get(group) or {}
         if not want:
             continue
         have = _run_settings(group, row, comp, prov, metric_params)
+        diffs = []
         for k, v in want.items():
             if k not in have:
-                out.append(f"{group}.{k} not set (published {_show(v)})")
+                diffs.append(f"{k} not set (published {_show(v)})")
             elif not _same(have[k], v):
-                out.append(f"{group}.{k}={_show(have[k])} (published {_show(v)})")
+                diffs.append(f"{k}={_show(have[k])} (published {_show(v)})")
+        if diffs:
+            who = {"method": f"method {row['method']} ", "metric": f"metric {row['metric']} "}.get(group, group + " ")
+            out.append(f"{who}settings differ: " + ", ".join(diffs))
     return out
 
 
@@ -467,8 +473,7 @@ def compare(summary_df: pd.DataFrame, reference_csv: Union[str, Path, pd.DataFra
                 reasons.append(f"dataset: {row['dataset']} (published on {pub_ds})")
             settings = _parse_settings(_text(row.get("settings")), "reference table")
             diffs = _setting_diffs(settings, row, _component(comps, model, str(row["dataset"])), provenance, mparams)
-            if diffs:
-                reasons.append("settings differ: " + ", ".join(diffs))
+            reasons += diffs
             src = _text(row.get("source_comparable"))
             if src.startswith("no"):
                 reasons.append("source: " + src.split(":", 1)[-1].strip())
@@ -478,7 +483,8 @@ def compare(summary_df: pd.DataFrame, reference_csv: Union[str, Path, pd.DataFra
     table["why_not"] = why
     table["accuracy"] = accs
     table["checkpoint"] = ckpts
-    order = table["status"].map({"both": 1, "ours only": 2, "published only": 3}) - table["comparable"].astype(int)
+    rank = {"both": 1, "ours only": 2, "published only": 3}
+    order = [rank[st] - int(c) for st, c in zip(table["status"], table["comparable"])]
     table = table.assign(_o=order).sort_values(["_o", "model", "method", "metric", "cite"], kind="stable")
     table = table.rename(columns={"published_dataset": "_pd"})
     table.attrs["models"] = {f"{k[0]}|{k[1]}": {"line": v.line(), "warning": v.warning} for k, v in checks.items()}
@@ -530,11 +536,15 @@ def _reason_counts(rows: pd.DataFrame) -> List[Tuple[int, str]]:
     return sorted(((n, r) for r, n in counts.items()), key=lambda t: (-t[0], t[1]))
 
 
-def _fill(text: str, width: int, indent: str = "    ") -> str:
-    return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False)
+def _fill(text: str, width: int, indent: str = "    ", max_lines: Optional[int] = None):
+    """``text`` wrapped to ``width`` (a string); with ``max_lines``, a list of at most that many lines."""
+    if max_lines is None:
+        return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False)
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False, max_lines=max_lines,
+                         placeholder=" …")
 
 
-def format_comparison(table: pd.DataFrame, width: int = WIDTH, max_reasons: int = 8) -> str:
+def format_comparison(table: pd.DataFrame, width: int = WIDTH, max_reasons: int = 6) -> str:
     """The comparison as the terminal shows it: each model's accuracy and checkpoint, loud warnings, the
     comparable rows (method, metric, ours, published, diff, n, source), then a count of the other rows per
     reason.  Every line fits ``width`` columns; the full table is ``reference_comparison.csv``."""
@@ -569,12 +579,14 @@ def format_comparison(table: pd.DataFrame, width: int = WIDTH, max_reasons: int 
         out.append(head.format(n=len(rows)))
         counts = _reason_counts(rows)
         pairs = [r for _, r in counts if r.startswith(PAIR)]
-        if len(pairs) > 1:  # "no published number for a x b": one line for all of them
+        if len(pairs) > 1:  # "no published number for method x metric: a x b": one line for all of them
             counts = [c for c in counts if not c[1].startswith(PAIR)]
-            counts.append((len(pairs), PAIR + ", ".join(sorted(r[len(PAIR):] for r in pairs))))
+            metrics = sorted({r.rsplit(" x ", 1)[-1] for r in pairs})
+            counts.append((len(pairs), f"no published number for that method and metric ({len(metrics)} metrics: "
+                                       + ", ".join(metrics) + ")"))
             counts.sort(key=lambda t: -t[0])
         for n, r in counts[:max_reasons]:
-            out.append(_fill(f"  {n} x {r}", width, "      "))
+            out += _fill(f"  {n} x {r}", width, "      ", max_lines=2)
         if len(counts) > max_reasons:
             out.append(f"  ... and {len(counts) - max_reasons} more reasons (why_not in reference_comparison.csv)")
     out.append("every row with its reasons and parameters: reference_comparison.csv")
