@@ -411,3 +411,58 @@ def test_the_flat_layout_needs_no_root(tmp_path, monkeypatch):
     (_, d), = plan(cfg, {}).benchmarks
     ds = d.create()
     assert ds.layout == "flat" and ds.root is None and len(ds) == 3  # one clip per class
+
+
+SUBSTITUTE_COMMAND = "xaibench experiment=staa_paper model=hf_timesformer_tiny"
+
+
+def documented_command(path) -> str:
+    """The substitute-model command of a Markdown file, its continuation lines joined."""
+    text = path.read_text()
+    assert SUBSTITUTE_COMMAND in text, f"{path.name} does not show the substitute-model command"
+    parts = []
+    for line in text[text.index(SUBSTITUTE_COMMAND):].splitlines():
+        parts.append(line.strip().rstrip("\\").strip())
+        if not line.rstrip().endswith("\\"):
+            break
+    return " ".join(parts)
+
+
+@pytest.mark.slow
+def test_the_substitute_model_command_runs_as_written_and_compares_nothing(tmp_path):
+    """README and docs/paper_experiments.md, "Substitute models": the command as written (only the data root is
+    the fixture's), on a one-clip Kinetics tree, through the command line: every stage of staa_paper runs at the
+    protocol's 224-px input, the model's accuracy is printed beside the comparison, and nothing is compared."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = documented_command(root / "docs" / "paper_experiments.md")
+    assert documented_command(root / "README.md") == command, "README and docs show the same command"
+    args = shlex.split(command)
+    assert args[0] == "xaibench" and [a for a in args if a.startswith("+")] == []
+    data = one_clip_kinetics(tmp_path / "k400")
+    args = [f"dataset.root={data}" if a.startswith("dataset.root=") else a for a in args[1:]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XAIBENCH_")}
+    env.update(PYTHONPATH=str(root), HYDRA_FULL_ERROR="0")
+    p = subprocess.run([sys.executable, "-c", "from xaibench.run.app import main; main()"] + args, cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=1500)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    out, = [f.parent for f in (tmp_path / "outputs").rglob("provenance.json")]
+    prov = json.loads((out / "provenance.json").read_text())
+    comp = prov["components"][0]
+    assert comp["model"] == "hf_timesformer_tiny" and comp["dataset"] == "kinetics400_staa"
+    assert comp["adapter"]["image_size"] == 224 and comp["dataset_info"]["resize"] == 224
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"staa_raw", "staa", "shap", "lime", "gradcam", "rollout", "chefer"} <= set(summary["method"])
+    table = pd.read_csv(out / "reference_comparison.csv")
+    assert not table["comparable"].any() and set(table["status"]) == {"ours only", "published only"}
+    section = p.stdout[p.stdout.index("== against the published numbers =="):]
+    section = section[:section.index("reference_comparison.csv") + len("reference_comparison.csv")]
+    assert "hf_timesformer_tiny on kinetics400_staa: accuracy 0/1" in " ".join(section.split())
+    assert "comparable: none of the 20 published numbers" in section
+    assert "no published number for model hf_timesformer_tiny (published: pretrained_timesformer_k400)" in section
+    assert max(len(line) for line in section.splitlines()) <= 120
