@@ -20,6 +20,10 @@ as float16 divided by their largest finite magnitude (``scale``), so that
 neither large nor tiny attributions over- or underflow (relative error at most
 2**-11 of that magnitude); the reader multiplies back.
 Adding an entry that exists (a resumed run) overwrites it.
+
+:func:`export_strips` writes the paper figures of the stored samples: per sample the input strip and one
+strip per method (frames side by side, the attribution over them, a colour bar;
+:func:`xaibench.analysis.figures.strip_figure`) as PNG / PDF / SVG files.
 """
 
 from __future__ import annotations
@@ -177,3 +181,32 @@ def read_gallery(path) -> List[GalleryItem]:
                         mask=sg["mask"][()] if "mask" in sg else None,
                         frames=sg["frames"][()] if "frames" in sg else None, methods=methods))
     return items
+
+
+def export_strips(items: List[GalleryItem], out_dir, formats=("png",), max_per_bench: Optional[int] = None,
+                  caption: str = "") -> List[Path]:
+    """Per stored sample, ``<out_dir>/<dataset>__<model>/<sample>/input.<fmt>`` and one
+    ``<method label>.<fmt>`` per method (file-safe names, :func:`safe_key`), each a strip of the frames with
+    the attribution and its colour bar (:func:`xaibench.analysis.figures.strip_figure`).  ``max_per_bench``:
+    at most that many samples per (dataset, model); ``caption``: put before each title (a sweep's run).
+    Returns the files written."""
+    from .figures import save_strip, strip_figure
+
+    out_dir, written, counts = Path(out_dir), [], {}
+    for item in items:
+        bench = (item.dataset, item.model)
+        counts[bench] = counts.get(bench, 0) + 1
+        if max_per_bench is not None and counts[bench] > max_per_bench:
+            continue
+        folder = out_dir / safe_key(f"{item.dataset}__{item.model}") / safe_key(item.sample_id)
+        if caption:
+            folder = folder / safe_key(caption)
+        where = f"{item.dataset} · {item.model} · {item.sample_id}" + (f" · {caption}" if caption else "")
+        fig = strip_figure(item.x, None, item.mask, item.frames, title=f"input · {where}")
+        written += save_strip(fig, folder / "input", formats)
+        for label, (vol, _scores) in item.methods.items():
+            if vol.shape != (item.x.shape[0],) + tuple(item.x.shape[2:]):
+                continue
+            fig = strip_figure(item.x, vol, item.mask, item.frames, title=f"{label} · {where}")
+            written += save_strip(fig, folder / safe_key(label), formats)
+    return written

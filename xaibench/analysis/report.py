@@ -58,7 +58,7 @@ import pandas as pd
 
 from ..errors import UserError
 from .reference import report_section as reference_section
-from .schema import COST, QUALITY, metric_kinds
+from .schema import COST, DESCRIPTIVE, QUALITY, metric_kinds
 from .table import (BENCH, CONTROLS, best_marks, decimals, format_cell, invalid_metrics, is_control,
                     metric_order, params_text, parse_params, variant_labels)
 
@@ -83,6 +83,7 @@ class RunData:
     figures: List[Path] = field(default_factory=list)
     runs: List[dict] = field(default_factory=list)  # multirun: one dict per run folder
     swept: List[str] = field(default_factory=list)
+    contexts: List[str] = field(default_factory=list)  # swept keys with separate tables (seed, model.*, ...)
     notes: List[str] = field(default_factory=list)
 
 
@@ -151,40 +152,38 @@ def load_run(path: Path) -> RunData:
     return d
 
 
-def _fold_swept(summary: pd.DataFrame, swept: List[str]) -> pd.DataFrame:
-    """Put a sweep's swept values into the methods' ``params`` and drop the duplicates that leaves.
+def _fold_swept(summary: pd.DataFrame, swept: List[str], contexts: List[str] = ()) -> pd.DataFrame:
+    """A merged sweep summary for the page: the ``method.K`` columns dropped, each setting once.
 
-    ``method.K`` goes in as ``K`` for the methods that have a parameter ``K`` (they hold the swept value
-    already; the others did not use it, so their rows of the different runs are the same setting and the
-    first is kept); any other swept key (``dataset.n_samples``, ``seed``) goes in under its full name, or as
-    ``run.<key>`` when a method parameter already has that name (a method's own ``seed``).
+    ``method.K`` is in ``params`` already for the methods that take K (the runner records every active
+    parameter); the other methods did not use K, so a copy of one of their settings in several rows (a merge
+    of points that all ran them) is the same setting and is kept once.  Context keys (``seed``,
+    ``dataset.n_samples``, ``model.*``: swept keys that are not method keys) stay columns: they separate the
+    tables.  ``method``, ``model`` and the other results columns stay as they are.
     """
-    s = summary.copy()
-    params = []
-    for _, r in s.iterrows():
-        d = parse_params(r.get("params"))
-        for k in swept:
-            v = r.get(k)
-            v = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            if k.startswith("method."):
-                if k[len("method."):] in d and v is not None:
-                    d[k[len("method."):]] = v
-            else:
-                d[f"run.{k}" if k in d else k] = v.item() if hasattr(v, "item") else v
-        params.append(json.dumps(d, sort_keys=True, default=str))
-    s["params"] = params
-    keys = [c for c in BENCH + ["method", "params", "metric"] if c in s]
-    return s.drop_duplicates(keys).drop(columns=[k for k in swept if k in s]).reset_index(drop=True)
+    from .merge import is_method_key
+
+    fold = [k for k in swept if is_method_key(k) and "." in k and k in summary]
+    keys = [c for c in BENCH + list(contexts) + ["method", "params", "metric"] if c in summary]
+    return summary.drop_duplicates(keys).drop(columns=fold).reset_index(drop=True)
 
 
-def load_multirun(path: Path) -> RunData:
-    """Merge the run folders under ``path`` with :func:`xaibench.analysis.merge.merge_runs`."""
+def load_multirun(path: Path, merged=None) -> RunData:
+    """Merge the run folders under ``path`` with :func:`xaibench.analysis.merge.merge_runs` (or take the
+    ``merged`` result the sweep callback already computed)."""
     from .merge import merge_runs  # imported here: the single-run report does not need it
 
-    merged = merge_runs([path])
+    if merged is None:
+        merged = merge_runs([path])
     d = RunData(Path(path), swept=list(merged.swept))
+    d.contexts = [k for k in getattr(merged, "contexts", []) if k not in BENCH]
     d.notes += list(getattr(merged, "warnings", []))
-    d.summary = _fold_swept(merged.summary, d.swept) if merged.summary is not None else None
+    d.summary = _fold_swept(merged.summary, d.swept, d.contexts) if merged.summary is not None else None
+    tables = getattr(merged, "tables", None) or {}
+    for name in ("validity", "comparisons", "ranking"):
+        t = tables.get(name)
+        if t is not None and len(t):
+            setattr(d, name, t)
     runs = getattr(merged, "runs", None)
     folders = [Path(p) for p in runs["path"]] if runs is not None and len(runs) else _run_folders(path)
     for i, folder in enumerate(folders):
@@ -196,7 +195,8 @@ def load_multirun(path: Path) -> RunData:
         d.gallery += [(caption, g) for _, g in run.gallery]
         if not d.provenance and run.provenance:
             d.provenance = dict(run.provenance)
-        for name in ("validity", "reference"):
+        own = ("validity", "reference") if not tables else ("reference",)
+        for name in own:
             if getattr(run, name) is not None:
                 setattr(d, name, pd.concat([getattr(d, name), getattr(run, name)]).drop_duplicates()
                         if getattr(d, name) is not None else getattr(run, name))
@@ -256,11 +256,30 @@ def _short(text: str, n: int = 22) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
+GROUP = BENCH + ["_ctx"]  # one table, ranking and cost plot per benchmark and sweep context
+
+
+def _ctx_text(frame: pd.DataFrame, contexts) -> pd.Series:
+    """Per row: the sweep context (``seed=1, dataset.n_samples=8``; '' outside a sweep or without one)."""
+    cols = [c for c in contexts if c in frame and c not in BENCH]
+    if not cols:
+        return pd.Series("", index=frame.index, dtype=object)
+    return pd.Series([", ".join(f"{c}={_value_text(v)}" for c, v in zip(cols, vals))
+                      for vals in frame[cols].itertuples(index=False)], index=frame.index, dtype=object)
+
+
+def _value_text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _prepare(summary: pd.DataFrame, contexts=()) -> pd.DataFrame:
     s = summary.reset_index(drop=True).copy()
     for c in BENCH:
         if c not in s:
             s[c] = ""
+    s["_ctx"] = _ctx_text(s, contexts)
     for c in ("mean", "std", "ci_low", "ci_high"):
         s[c] = pd.to_numeric(s[c], errors="coerce") if c in s else np.nan
     if "higher_is_better" not in s:
@@ -279,13 +298,13 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
     """Per benchmark: header cells (name, arrow, invalid footnote) and rows of cells for the template."""
     invalid = invalid_metrics(s, validity)
     out = []
-    for bench, b in s.groupby(BENCH, sort=False, dropna=False):
+    for bench, b in s.groupby(GROUP, sort=False, dropna=False):
         kinds = dict(zip(b["metric"], metric_kinds(b)))
         metrics = metric_order(b["metric"].tolist(), [kinds[m] for m in b["metric"]])
         notes, head = [], []
         for m in metrics:
             mb = b[b["metric"] == m]
-            key = tuple(bench) + (m,)
+            key = tuple(bench[:3]) + (m,)
             note = None
             if key in invalid:
                 notes.append(f"{m}: {invalid[key] or 'judged invalid on this benchmark'}")
@@ -313,7 +332,7 @@ def summary_tables(s: pd.DataFrame, validity) -> List[dict]:
 
 
 def key_in(bench, metric, invalid) -> bool:
-    return tuple(bench) + (metric,) in invalid
+    return tuple(bench[:3]) + (metric,) in invalid
 
 
 def quality_metrics(s: pd.DataFrame, validity=None) -> pd.DataFrame:
@@ -324,38 +343,43 @@ def quality_metrics(s: pd.DataFrame, validity=None) -> pd.DataFrame:
     return s[(metric_kinds(s).to_numpy() == QUALITY) & ~np.asarray(bad, dtype=bool)]
 
 
-def mean_ranks(s: pd.DataFrame, ranking: Optional[pd.DataFrame], validity=None) -> pd.DataFrame:
-    """Per benchmark x label x metric: the rank (1 = best); see the module docstring for the two sources."""
+def mean_ranks(s: pd.DataFrame, ranking: Optional[pd.DataFrame], validity=None, contexts=()) -> pd.DataFrame:
+    """Per benchmark (and sweep context) x label x metric: the rank (1 = best); see the module docstring for the
+    two sources."""
     q = quality_metrics(s, validity)
+    if "_ctx" not in s:
+        s = s.assign(_ctx="")
+        q = q.assign(_ctx="")
     if ranking is not None and {"method", "metric", "mean_rank"} <= set(ranking.columns):
         r = ranking.copy()
         for c in BENCH:
             if c not in r:
                 r[c] = s[c].iloc[0] if len(s) else ""
-        r["params"] = r["params"].astype(str) if "params" in r else ""
+        r["_ctx"] = _ctx_text(r, contexts)
+        r["params"] = r["params"].where(r["params"].notna(), "").astype(str) if "params" in r else ""
         labels = s.drop_duplicates(["method", "params"]).assign(params=lambda x: x["params"].astype(str))
         r = r.merge(labels[["method", "params", "label"]], on=["method", "params"], how="left")
         r["label"] = r["label"].fillna(r["method"])
         r["control"] = is_control(r)
-        keep = set(map(tuple, q[BENCH + ["metric"]].astype(str).values))
-        r = r[[tuple(x) in keep for x in r[BENCH + ["metric"]].astype(str).values]]
-        return r[BENCH + ["label", "control", "metric"]].assign(rank=pd.to_numeric(r["mean_rank"], errors="coerce"))
+        keep = set(map(tuple, q[GROUP + ["metric"]].astype(str).values))
+        r = r[[tuple(x) in keep for x in r[GROUP + ["metric"]].astype(str).values]]
+        return r[GROUP + ["label", "control", "metric"]].assign(rank=pd.to_numeric(r["mean_rank"], errors="coerce"))
     out = []
-    for _, g in q.groupby(BENCH + ["metric"], sort=False, dropna=False):
+    for _, g in q.groupby(GROUP + ["metric"], sort=False, dropna=False):
         g = g[np.isfinite(g["mean"])]
         if len(g) > 1:
             asc = not bool(g["higher_is_better"].iloc[0])
-            out.append(g[BENCH + ["label", "control", "metric"]].assign(
+            out.append(g[GROUP + ["label", "control", "metric"]].assign(
                 rank=g["mean"].rank(ascending=asc, method="average")))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def ranking_plots(s, ranking, validity) -> List[dict]:
-    ranks = mean_ranks(s, ranking, validity)
+def ranking_plots(s, ranking, validity, contexts=()) -> List[dict]:
+    ranks = mean_ranks(s, ranking, validity, contexts)
     if ranks.empty:
         return []
     out = []
-    for bench, r in ranks.groupby(BENCH, sort=False, dropna=False):
+    for bench, r in ranks.groupby(GROUP, sort=False, dropna=False):
         avg = r.groupby(["label", "control"], sort=False)["rank"].mean().reset_index().sort_values("rank")
         labels = list(avg["label"])
         fig = _figure(5.6, 0.6 + 0.32 * len(labels))
@@ -387,7 +411,7 @@ def cost_plots(s, provenance, validity) -> List[dict]:
     fwd = provenance.get("forward_time_s") or {}
     invalid = invalid_metrics(s, validity)
     out = []
-    for bench, b in s.groupby(BENCH, sort=False, dropna=False):
+    for bench, b in s.groupby(GROUP, sort=False, dropna=False):
         kinds = dict(zip(b["metric"], metric_kinds(b)))
         present = [m for m in pd.unique(b["metric"]) if kinds[m] == QUALITY and not key_in(bench, m, invalid)]
         t = b[b["metric"] == "explain_time_s"].set_index("label")
@@ -442,11 +466,33 @@ def _sorted_values(values) -> list:
     return [v for _, v in sorted({json.dumps(v): (x, v) for x, v in zip(xs, values)}.values(), key=lambda p: p[0])]
 
 
-def ablations(s: pd.DataFrame) -> List[dict]:
-    """Per method and parameter K: the settings of the method that differ only in K (a curve per fixed rest and
-    benchmark) -> rows ``benchmark, rest, value, metric, mean, ci_low, ci_high``."""
+ARM_SUFFIX = re.compile(r"\[[^\[\]]*\]$")  # a list arm's label: staa[lambda=0.5]
+#: swept keys that are no ablation axis: categories with their own tables, or replicates
+NOT_AN_AXIS = ("seed", "experiment", "model", "dataset", "method", "shard")
+
+
+def base_method(label) -> str:
+    """The method a label belongs to: a list arm ``staa[lambda=0.5]`` -> ``staa``; other labels as they are."""
+    return ARM_SUFFIX.sub("", str(label)) or str(label)
+
+
+def ablations(s: pd.DataFrame, contexts=()) -> List[dict]:
+    """The ablations of a summary (prepared by :func:`_prepare`), each ``{"method", "param", "kind", "rows"}``:
+
+    * per method and parameter K (``kind="param"``): the settings of the method that differ only in K (a
+      curve per fixed rest, benchmark and sweep context), across the arms of one run (list arms
+      ``staa[lambda=...]`` count as one method) and across the points of a sweep (their values are in
+      ``params``);
+    * per swept context key that is a number or a setting (``dataset.n_samples``, ``model.num_layers``; not
+      ``seed`` or a model or dataset name, ``kind="context"``): every method arm against the key, a curve per
+      arm and benchmark, the controls as curves of their own.
+
+    Rows: the summary's rows plus ``value`` (the x value), ``rest`` (the curve's name within its benchmark)
+    and ``_curve`` (benchmark, context, rest).  Controls are never an ablated method."""
     found = []
-    for method, m in s.groupby("method", sort=False):
+    methods = s[~s["control"].astype(bool)] if "control" in s else s
+    ctx = s["_ctx"] if "_ctx" in s else pd.Series("", index=s.index)
+    for method, m in methods.groupby(methods["method"].map(base_method), sort=False):
         dicts = {p: parse_params(p) for p in pd.unique(m["params"].astype(str))}
         if len(dicts) < 2:
             continue
@@ -466,16 +512,54 @@ def ablations(s: pd.DataFrame) -> List[dict]:
             rows["value"] = [dicts[p][k] for p in rows["params"].astype(str)]
             rows["rest"] = [params_text({kk: v for kk, v in json.loads(rest_of[p]).items() if kk in varying})
                             for p in rows["params"].astype(str)]
-            found.append({"method": method, "param": k, "rows": rows})
+            rows["_curve"] = [(*b, c, r) for b, c, r in zip(rows[BENCH].itertuples(index=False), ctx[rows.index],
+                                                            rows["rest"])]
+            found.append({"method": method, "param": k, "kind": "param", "rows": rows})
+    for k in contexts:
+        if k in NOT_AN_AXIS or k not in s:
+            continue
+        rows = methods[methods[k].notna()].copy()
+        if len({json.dumps(v.item() if hasattr(v, "item") else v, default=str) for v in rows[k]}) < 2:
+            continue
+        others = _ctx_text(rows, [c for c in contexts if c != k])
+        rows["value"] = [v.item() if hasattr(v, "item") else v for v in rows[k]]
+        rows["rest"] = rows["label"]
+        rows["_curve"] = [(*b, c, r) for b, c, r in zip(rows[BENCH].itertuples(index=False), others, rows["rest"])]
+        found.append({"method": "every method", "param": k, "kind": "context", "rows": rows})
     return found
 
 
-def ablation_plots(s: pd.DataFrame) -> List[dict]:
+def _integral(values) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values)
+
+
+def _ticks(values) -> tuple:
+    """The x ticks of an ablation: at the swept values when there are at most 12 (integers as integers),
+    else matplotlib's (integer steps for an integer parameter); ``(positions, labels)`` or ``None``."""
+    xs, cats = _sortable(list(values))
+    if cats is not None:
+        return list(range(len(cats))), [_short(c.strip('"'), 10) for c in cats]
+    distinct = sorted(set(xs))
+    if len(distinct) > 12:
+        return None
+    ints = _integral(values) or all(float(x).is_integer() for x in distinct)
+    return distinct, [str(int(x)) if ints else f"{x:g}" for x in distinct]
+
+
+def ablation_plots(s: pd.DataFrame, validity=None, contexts=()) -> List[dict]:
+    """One figure per ablation: a panel per quality metric (metric_kind quality: no cost, descriptive or sanity
+    panels), the metric's mean against the value with its confidence band, and the controls of each
+    benchmark as dotted reference lines (across the settings of one method the controls do not change; for a
+    context key they are curves of their own, dashed grey)."""
+    from matplotlib.ticker import MaxNLocator
+
+    invalid = invalid_metrics(s, validity)
+    controls = s[s["control"].astype(bool)] if "control" in s else s.iloc[:0]
     out = []
-    for a in ablations(s):
+    for a in ablations(s, contexts):
         rows = a["rows"]
-        kinds = dict(zip(rows["metric"], metric_kinds(rows)))
-        metrics = [m for m in pd.unique(rows["metric"]) if kinds[m] != COST or m == "explain_time_s"]
+        kinds = metric_kinds(rows)
+        metrics = [m for m in pd.unique(rows["metric"]) if (kinds[rows["metric"] == m] == QUALITY).all()]
         if not metrics:
             continue
         ncol = min(4, len(metrics))
@@ -483,33 +567,76 @@ def ablation_plots(s: pd.DataFrame) -> List[dict]:
         fig = _figure(3.0 * ncol, 2.3 * nrow + 0.4)
         xs, cats = _sortable(list(rows["value"]))
         rows = rows.assign(x=xs)
-        curves = list(rows.groupby(BENCH + ["rest"], sort=False, dropna=False).groups)
-        colors = [f"C{i % 10}" for i in range(len(curves))]
+        ticks = _ticks(rows["value"])
+        curves = list(dict.fromkeys(rows["_curve"]))
+        colors = {c: f"C{i % 10}" for i, c in enumerate(curves)}
+        n_refs = 0
         for i, metric in enumerate(metrics):
             ax = fig.add_subplot(nrow, ncol, i + 1)
-            for c, key in zip(colors, curves):
-                g = rows[(rows["metric"] == metric)]
-                g = g[[tuple(v) == tuple(key) for v in g[BENCH + ["rest"]].values]].sort_values("x")
+            g_all = rows[rows["metric"] == metric]
+            for key in curves:
+                g = g_all[g_all["_curve"].map(lambda c: c == key)].sort_values("x")
                 if g.empty:
                     continue
-                name = _bench_name(key[1:3]) + (f" ({key[3]})" if key[3] else "")
-                ax.plot(g["x"], g["mean"], "o-", color=c, ms=3, lw=1.2, label=name)
+                name = " · ".join(x for x in (_bench_name(key[1:3]), key[3], key[4]) if x)
+                ax.plot(g["x"], g["mean"], "o-", color=colors[key], ms=3, lw=1.2, label=name)
                 if np.isfinite(g["ci_low"]).all() and np.isfinite(g["ci_high"]).all():
-                    ax.fill_between(g["x"], g["ci_low"], g["ci_high"], color=c, alpha=0.18, lw=0)
-            arrow = "↑" if bool(rows.loc[rows["metric"] == metric, "higher_is_better"].iloc[0]) else "↓"
-            ax.set_title(f"{metric} {arrow}", fontsize=8)
+                    ax.fill_between(g["x"], g["ci_low"], g["ci_high"], color=colors[key], alpha=0.18, lw=0)
+            n_refs += _references(ax, a, controls, g_all, metric, contexts)
+            bad = all(key_in(b, metric, invalid) for b in {c[:3] for c in curves})
+            arrow = "↑" if bool(g_all["higher_is_better"].iloc[0]) else "↓"
+            ax.set_title(f"{metric} {arrow}" + (" ✗ invalid" if bad else ""), fontsize=8)
             ax.tick_params(labelsize=7)
-            if cats is not None:
-                ax.set_xticks(range(len(cats)), [_short(c, 10) for c in cats])
+            if ticks is not None:
+                ax.set_xticks(ticks[0], ticks[1])
+            elif _integral(rows["value"]):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         handles, labels = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7,
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=7,
                    bbox_to_anchor=(0.5, 1.0), frameon=False)
         fig.supxlabel(a["param"], fontsize=8)
         fig.tight_layout()
-        out.append({"method": a["method"], "param": a["param"], "img": _fig_uri(fig),
-                    "settings": ", ".join(json.dumps(v) for v in _sorted_values(rows["value"]))})
+        out.append({"method": a["method"], "param": a["param"], "kind": a["kind"], "img": _fig_uri(fig),
+                    "settings": ", ".join(json.dumps(v) for v in _sorted_values(rows["value"])),
+                    "metrics": metrics, "xticks": list(ticks[1]) if ticks is not None else None,
+                    "references": n_refs})
     return out
+
+
+def _references(ax, a: dict, controls: pd.DataFrame, g: pd.DataFrame, metric: str, contexts) -> int:
+    """The controls of the benchmarks in panel ``g``: dotted horizontal lines labelled with the control (one
+    method's settings), or dashed grey curves against a context key.  Returns how many were drawn."""
+    c = controls[controls["metric"] == metric]
+    if c.empty:
+        return 0
+    n = 0
+    if a["kind"] == "context":
+        k = a["param"]
+        c = c[c[k].notna()] if k in c else c.iloc[:0]
+        xs, _ = _sortable(list(a["rows"]["value"]) + [v.item() if hasattr(v, "item") else v for v in c[k]])
+        c = c.assign(x=xs[len(a["rows"]):])
+        for label, cl in c.groupby(["label"] + BENCH, sort=False):
+            cl = cl.sort_values("x")
+            ax.plot(cl["x"], cl["mean"], ls="--", color="#9aa0a6", lw=1, marker=".", ms=3)
+            ax.annotate(str(label[0]).replace("control_", ""), (cl["x"].iloc[-1], cl["mean"].iloc[-1]), fontsize=6,
+                        color="#6e7781", xytext=(2, 0), textcoords="offset points")
+            n += 1
+        return n
+    seen = set()
+    for bench, ctx in {(tuple(r[BENCH]), r.get("_ctx", "")) for _, r in g.iterrows()}:
+        sel = (c[BENCH].astype(str).apply(tuple, axis=1) == tuple(map(str, bench)))
+        if "_ctx" in c:
+            sel &= c["_ctx"] == ctx
+        for _, r in c[sel].iterrows():
+            if not np.isfinite(r["mean"]) or (r["label"], r["mean"]) in seen:
+                continue
+            seen.add((r["label"], r["mean"]))
+            ax.axhline(r["mean"], color="#9aa0a6", ls=":", lw=1, zorder=0)
+            ax.text(0.99, r["mean"], str(r["label"]).replace("control_", ""), transform=ax.get_yaxis_transform(),
+                    ha="right", va="bottom", fontsize=6, color="#6e7781")
+            n += 1
+    return n
 
 
 # ------------------------------------------------------------------------------------------ gallery
@@ -681,7 +808,7 @@ def render(d: RunData, max_gallery: int = MAX_GALLERY) -> str:
     import jinja2
 
     notes = list(d.notes)
-    s = _prepare(d.summary) if d.summary is not None and len(d.summary) else None
+    s = _prepare(d.summary, d.contexts) if d.summary is not None and len(d.summary) else None
     if s is None:
         notes.append("no results to summarise yet")
     legend = variant_labels(s)[1] if s is not None else {}
@@ -703,10 +830,12 @@ def render(d: RunData, max_gallery: int = MAX_GALLERY) -> str:
         has_ci=bool(s is not None and np.isfinite(s["ci_low"]).any()),
         has_best=bool(s is not None and "best" in s),
         validity=_records(d.validity), comparisons=_records(d.comparisons),
-        ranking=_section(notes, "ranking plot", ranking_plots, s, d.ranking, d.validity) if s is not None else [],
+        ranking=_section(notes, "ranking plot", ranking_plots, s, d.ranking, d.validity, d.contexts)
+        if s is not None else [],
         ranking_source="ranking.csv" if d.ranking is not None else "the summary",
         cost=_section(notes, "cost plot", cost_plots, s, prov, d.validity) if s is not None else [],
-        ablations=_section(notes, "ablation plots", ablation_plots, s) if s is not None else [],
+        ablations=_section(notes, "ablation plots", ablation_plots, s, d.validity, d.contexts)
+        if s is not None else [],
         gallery=_section(notes, "gallery", gallery_sections, d.gallery, max_gallery),
         figures=figures,
         reference=reference_section(d.reference),
@@ -720,19 +849,145 @@ def render(d: RunData, max_gallery: int = MAX_GALLERY) -> str:
     return env.get_template("report.html.j2").render(**ctx)
 
 
-def write_report(run_dir, out=None, max_gallery: int = MAX_GALLERY) -> Path:
-    """Write ``report.html`` for a run folder or a multirun folder (into it, unless ``out`` is given)."""
-    d = load(run_dir)
+def write_report(run_dir, out=None, max_gallery: int = MAX_GALLERY, merged=None) -> Path:
+    """Write ``report.html`` for a run folder or a multirun folder (into it, unless ``out`` is given).
+    ``merged``: the sweep's :class:`~xaibench.analysis.merge.Merged`, when the caller has it already."""
+    d = load_multirun(Path(run_dir), merged) if merged is not None else load(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
-    text = render(d, max_gallery)
+    return _write(out, render(d, max_gallery))
+
+
+def _write(out: Path, text: str) -> Path:
+    from ..io import atomic_write_text
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from ..io import atomic_write_text
-    except ImportError:  # pragma: no cover - the tree without io.py
-        out.write_text(text, encoding="utf-8")
-    else:
-        atomic_write_text(out, text)
+    atomic_write_text(out, text)
     return out
+
+
+# ------------------------------------------------------------------------------------------ export
+EXPORTS = ("md", "tex", "png", "pdf", "svg")
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "·": "/", "↑": r"$\uparrow$",
+        "↓": r"$\downarrow$", "–": "--", "…": r"\dots{}"}
+
+
+def tex_escape(text) -> str:
+    """``text`` safe in LaTeX body text (specials escaped, arrows as math)."""
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def _md_escape(text) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def _md_cell(c, best_bold=True) -> str:
+    if not c:
+        return "–"
+    mean = f"**{c['mean']}**" if c["mark"] == "best" and best_bold else c["mean"]
+    mark = {"best": " \\*", "tied": " ~"}.get(c["mark"], "")
+    return f"{mean}{mark}" + (f" {c['interval']}" if c["interval"] else "") + (" ✗" if c["invalid"] else "")
+
+
+def _tex_cell(c) -> str:
+    if not c:
+        return "--"
+    mean = rf"\textbf{{{c['mean']}}}" if c["mark"] == "best" else c["mean"]
+    mark = r"$^{\sim}$" if c["mark"] == "tied" else ""
+    return f"{mean}{mark}" + (f" {tex_escape(c['interval'])}" if c["interval"] else "")
+
+
+def summary_markdown(tables: List[dict], legend: Dict[str, str], has_ci: bool = True) -> str:
+    """The summary tables (:func:`summary_tables`) as GitHub-flavoured Markdown: a table per benchmark,
+    methods then controls (in italics), cells ``mean [CI]`` with ``*`` best (bold) and ``~`` tied, ✗ on
+    metrics judged invalid (the reasons as footnotes), the parameter legend below."""
+    out = ["<!-- xaibench summary (xaibench-report --export md) -->", ""]
+    for t in tables:
+        out.append(f"### {_md_escape(t['name'])}")
+        out.append("")
+        head = [f"{h['name']} {h['arrow']}" + (f" ✗{h['note']}" if h["note"] else "") for h in t["head"]]
+        out.append("| method | " + " | ".join(_md_escape(h) for h in head) + " |")
+        out.append("|:---|" + "---:|" * len(head))
+        for r in t["methods"]:
+            out.append(f"| {_md_escape(r['label'])} | " + " | ".join(_md_cell(c) for c in r["cells"]) + " |")
+        for r in t["controls"]:
+            out.append(f"| *{_md_escape(r['label'])}* | " + " | ".join(_md_cell(c, False) for c in r["cells"])
+                       + " |")
+        out.append("")
+        out += [f"✗{i + 1} {_md_escape(n)}  " for i, n in enumerate(t["notes"])]
+        if t["notes"]:
+            out.append("")
+    out.append(("Cells: mean [95 % confidence interval]" if has_ci else "Cells: mean") +
+               "; **bold** \\* best, ~ not significantly different from the best; ↑/↓ higher/lower is better; "
+               "controls in italics.")
+    if legend:
+        out += ["", "Parameters:", ""] + [f"* {_md_escape(k)}: {_md_escape(v)}" for k, v in legend.items()]
+    return "\n".join(out) + "\n"
+
+
+def summary_latex(tables: List[dict], legend: Dict[str, str], has_ci: bool = True) -> str:
+    r"""The summary tables as LaTeX ``table`` environments (``booktabs`` rules): best bold, tied
+    ``$^\sim$``, controls in italics below a rule, the parameter legend in the caption."""
+    out = ["% xaibench summary (xaibench-report --export tex); needs \\usepackage{booktabs}"]
+    for t in tables:
+        n = len(t["head"])
+        cap = (tex_escape(t["name"]) + ". " + ("Mean [95\\% CI]" if has_ci else "Mean") +
+               r"; \textbf{bold}: best; $^{\sim}$: not significantly different from the best")
+        labels = [r["label"] for r in t["methods"] + t["controls"]]
+        used = {k: v for k, v in legend.items() if k in labels}
+        if used:
+            cap += "; " + "; ".join(f"{tex_escape(k)}: {tex_escape(v)}" for k, v in used.items())
+        if t["notes"]:
+            cap += "; invalid: " + "; ".join(tex_escape(x) for x in t["notes"])
+        out += [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{cap}.}}",
+                r"\begin{tabular}{l" + "r" * n + "}", r"\toprule",
+                "method & " + " & ".join(tex_escape(f"{h['name']} {h['arrow']}") + (r"$^{\times}$" if h["note"]
+                                                                                      else "")
+                                         for h in t["head"]) + r" \\", r"\midrule"]
+        for r in t["methods"]:
+            out.append(tex_escape(r["label"]) + " & " + " & ".join(_tex_cell(c) for c in r["cells"]) + r" \\")
+        if t["controls"]:
+            out.append(r"\midrule")
+            for r in t["controls"]:
+                out.append(rf"\textit{{{tex_escape(r['label'])}}} & " + " & ".join(
+                    _tex_cell(dict(c, mark="")) if c else "--" for c in r["cells"]) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def export(d: RunData, out_dir, formats, max_gallery: int = MAX_GALLERY) -> List[Path]:
+    """Paper material from a loaded run or sweep into ``out_dir``: ``summary.md`` (``md``), ``summary.tex``
+    (``tex``), and for ``png`` / ``pdf`` / ``svg`` the gallery's strips (per sample the input and one file per
+    method: frames side by side with a colour bar; :func:`xaibench.analysis.gallery.export_strips`) under
+    ``figures/``, at most ``max_gallery`` samples per benchmark (and run of a sweep).  Returns the files."""
+    from ..io import atomic_write_text
+    from .gallery import export_strips
+
+    bad = [f for f in formats if f not in EXPORTS]
+    if bad:
+        raise UserError(f"--export {','.join(bad)}: unknown format; choose from {','.join(EXPORTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    if {"md", "tex"} & set(formats):
+        if d.summary is None or not len(d.summary):
+            raise UserError(f"{d.path} has no summary to export yet")
+        s = _prepare(d.summary, d.contexts)
+        s = s[metric_kinds(s).to_numpy() != DESCRIPTIVE].reset_index(drop=True)  # tie SEs, degenerate maps
+        tables, legend = summary_tables(s, d.validity), variant_labels(s)[1]
+        has_ci = bool(np.isfinite(s["ci_low"]).any())
+        for fmt, fn in (("md", summary_markdown), ("tex", summary_latex)):
+            if fmt in formats:
+                atomic_write_text(out_dir / f"summary.{fmt}", fn(tables, legend, has_ci))
+                written.append(out_dir / f"summary.{fmt}")
+    figs = [f for f in formats if f in ("png", "pdf", "svg")]
+    if figs:
+        by_run: Dict[str, list] = {}
+        for caption, item in d.gallery:
+            by_run.setdefault(caption, []).append(item)
+        for caption, items in by_run.items():
+            written += export_strips(items, out_dir / "figures", figs, max_gallery, caption)
+    return written
 
 
 def main(argv=None) -> int:
@@ -740,12 +995,25 @@ def main(argv=None) -> int:
     p.add_argument("dir", type=Path, metavar="DIR", help="a run folder, or a multirun folder holding run folders")
     p.add_argument("-o", "--output", type=Path, help="the HTML file to write (default: DIR/report.html)")
     p.add_argument("--samples", type=int, default=MAX_GALLERY,
-                   help=f"gallery samples shown per benchmark (default {MAX_GALLERY})")
+                   help=f"gallery samples shown (and exported) per benchmark (default {MAX_GALLERY})")
+    p.add_argument("--export", default="", metavar="FORMATS",
+                   help="also write paper material: md and tex (the summary tables), png, pdf, svg (per gallery "
+                        "sample, a strip per method with a colour bar); comma-separated, e.g. md,tex,png")
+    p.add_argument("--export-dir", type=Path, metavar="DIR", help="where the exports go (default: DIR/export)")
     a = p.parse_args(argv)
     try:
         if a.samples < 0:
             raise UserError(f"--samples must be 0 or more, got {a.samples}")
-        path = write_report(a.dir, a.output, a.samples)
+        formats = [f.strip().lower() for f in a.export.split(",") if f.strip()]
+        bad = [f for f in formats if f not in EXPORTS]
+        if bad:
+            raise UserError(f"--export {','.join(bad)}: unknown format; choose from {','.join(EXPORTS)}")
+        d = load(a.dir)
+        out = Path(a.output) if a.output is not None else Path(a.dir) / "report.html"
+        path = _write(out, render(d, a.samples))
+        if formats:
+            files = export(d, a.export_dir or Path(a.dir) / "export", formats, a.samples)
+            print(f"exported {len(files)} file(s) into {a.export_dir or Path(a.dir) / 'export'}")
     except UserError as e:
         print(f"xaibench-report: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""xaibench's Hydra launcher plugin (``hydra/launcher=local``): see :mod:`.local_launcher`."""
