@@ -113,3 +113,51 @@ def test_a_file_cut_by_a_kill_is_kept_aside_and_a_new_gallery_started(tmp_path):
         Gallery(path, 1).add("d", "m", _sample(), "rollout", _expl())
     assert (tmp_path / "gallery.h5.unreadable").exists()
     assert list(read_gallery(path)[0].methods) == ["rollout"]
+
+
+# ------------------------------------------------------------------ paper figures
+def test_strip_figure_frames_side_by_side_with_a_colour_bar():
+    from matplotlib.colors import to_rgba
+
+    from xaibench.analysis.figures import strip_figure
+
+    s, e = _sample(T=4), _expl(T=4, scale=3.0)
+    vol = e.volume.numpy()
+    fig = strip_figure(s.x, vol, s.mask, s.frames, title="staa")
+    frames, bar = fig.axes[:4], fig.axes[4]
+    assert len(fig.axes) == 5  # four frames and the colour bar
+    lefts = [a.get_position().x0 for a in frames]
+    assert lefts == sorted(lefts) and max(a.get_position().y0 for a in frames) - \
+        min(a.get_position().y0 for a in frames) < 1e-6  # one row
+    assert [a.get_title() for a in frames] == ["t=0 *", "t=1", "t=2 *", "t=3"]  # evidence frames starred
+    # one colour scale for the clip, in the attribution's units: the bar spans its minimum to its maximum
+    np.testing.assert_allclose(bar.get_ylim(), (vol.min(), vol.max()), rtol=1e-6)
+    overlay = frames[0].get_images()[1]
+    assert overlay.get_clim() == pytest.approx((vol.min(), vol.max()))
+    assert overlay.get_cmap().name == "jet" and overlay.get_alpha() == 0.5
+    assert to_rgba(frames[0].collections[0].get_edgecolor()[0]) == to_rgba("white")  # the ground truth outline
+    np.testing.assert_array_equal(overlay.get_array(), vol[0])
+    # the input strip: the frames in colour, no colour bar
+    assert len(strip_figure(s.x, None, s.mask, s.frames).axes) == 4
+
+
+def test_export_strips_writes_png_and_pdf_per_method(tmp_path):
+    from PIL import Image
+
+    from xaibench.analysis.gallery import export_strips
+
+    with Gallery(tmp_path / "gallery.h5", 2) as g:
+        for i in range(3):
+            s = _sample(sid=f"clip/{i}", seed=i)
+            g.add("synthetic_video", "timesformer", s, "staa[lambda=0.5]", _expl(seed=i))
+            g.add("synthetic_video", "timesformer", s, "rollout", _expl(seed=10 + i))
+    files = export_strips(read_gallery(tmp_path / "gallery.h5"), tmp_path / "fig", ("png", "pdf"),
+                          max_per_bench=2)
+    names = sorted(str(p.relative_to(tmp_path / "fig")) for p in files)
+    assert len(files) == 2 * 3 * 2  # 2 samples (of 3) x (input + 2 methods) x 2 formats
+    assert all(p.parent.parent.name == "synthetic_video__timesformer" for p in files)
+    assert not any("/" in p.parent.name for p in files) and all(p.exists() for p in files)
+    assert any(n.endswith("/rollout.pdf") for n in names) and any("staa_lambda_0.5" in n for n in names)
+    assert all(p.read_bytes().startswith(b"%PDF") for p in files if p.suffix == ".pdf")
+    im = Image.open(next(p for p in files if p.name == "rollout.png"))
+    assert im.size[0] > 3 * im.size[1]  # a strip: four frames side by side

@@ -322,3 +322,139 @@ def test_report_renders_in_chromium_without_console_errors(report, tmp_path):
     assert im.size == (1280, 2400) and shot.stat().st_size > 50_000
     # not a blank page: many distinct colours (tables, plots, heat maps)
     assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 500
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+def _sweep_report(folder: Path) -> str:
+    return R.write_report(folder).read_text(encoding="utf-8")
+
+
+def _method_sweep(root: Path) -> Path:
+    """``xaibench -m method=staa,chefer,rollout``: one method per point, no controls (config-group sweep)."""
+    from sweep_fixtures import arm_rows, make_point, noisy
+
+    for i, method in enumerate(("staa", "chefer", "rollout")):
+        make_point(root / f"{i}_method={method}", [f"method={method}"],
+                   arm_rows(method, "{}", noisy(0.3 + 0.2 * i, seed=i)))
+    return root
+
+
+def _model_sweep(root: Path) -> Path:
+    from sweep_fixtures import arm_rows, control_rows, make_point, noisy, staa_params
+
+    for i, model in enumerate(("vit", "swin")):
+        rows = control_rows(model=model) + arm_rows("staa", staa_params(1.0), noisy(0.6, seed=i), model=model)
+        rows += arm_rows("rollout", "{}", noisy(0.5, seed=i + 3), model=model)
+        make_point(root / f"{i}_model={model}", [f"model={model}"], rows)
+    return root
+
+
+def _list_arm_run(root: Path, key="lambda", values=(0.0, 0.5, 1.0)) -> Path:
+    """One run with ``'method.KEY=[...]'``: arms ``staa[KEY=v]`` beside staa_raw and the controls, quality, cost
+    and descriptive metrics."""
+    from sweep_fixtures import arm_rows, control_rows, make_point, noisy, staa_params
+
+    rows = control_rows() + arm_rows("staa_raw", staa_params(None), noisy(0.3, seed=1))
+    for i, v in enumerate(values):
+        label = f"staa[{key}={v:g}]"
+        params = staa_params(1.0, layers=v) if key == "layers" else staa_params(v)
+        rows += arm_rows(label, params, noisy(0.4 + 0.1 * i, seed=2 + i))
+        rows += arm_rows(label, params, np.full(16, 0.01), metric="explain_time_s", kind="cost", hib=False)
+        rows += arm_rows(label, params, np.full(16, 0.2), metric="tie_fraction", kind="descriptive", hib=None)
+    make_point(root, [f"method.{key}=[{','.join(f'{v:g}' for v in values)}]"], rows)
+    return root
+
+
+def test_method_sweep_report_renders(tmp_path):
+    """The README's first sweep (over the method config group): on b4e0241, KeyError: 'method'."""
+    text = _sweep_report(_method_sweep(tmp_path / "sweep"))
+    assert "sweep of 3 runs over method" in text and "could not be drawn" not in text
+    table = text.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert all(f'<td class="method">{m}</td>' in table for m in ("staa", "chefer", "rollout"))
+    assert 'id="ablations"' not in text  # a method is no parameter value
+    assert R.main([str(tmp_path / "sweep")]) == 0
+
+
+def test_model_sweep_report_keeps_models_apart(tmp_path):
+    text = _sweep_report(_model_sweep(tmp_path / "sweep"))
+    heads = re.findall(r"<h3>(toy · synthetic_image · \w+)</h3>", text.split('id="ranking"')[0])
+    assert heads == ["toy · synthetic_image · vit", "toy · synthetic_image · swin"]
+    assert "staa#" not in text and "rollout#" not in text and 'id="ablations"' not in text
+    assert "could not be drawn" not in text
+
+
+def test_list_arm_report_has_an_ablation(tmp_path):
+    """``'method.lambda=[0,0.5,1]'``: the list arms staa[lambda=...] are one method's ablation; quality
+    metrics only, the swept values as ticks, the controls as reference lines."""
+    run = _list_arm_run(tmp_path / "run")
+    d = R.load(run)
+    s = R._prepare(d.summary)
+    plots = R.ablation_plots(s, d.validity)
+    assert [(p["method"], p["param"]) for p in plots] == [("staa", "lambda")]
+    p = plots[0]
+    assert p["metrics"] == ["iou"]  # no explain_time_s (cost) or tie_fraction (descriptive) panel
+    assert p["xticks"] == ["0", "0.5", "1"] and p["references"] == 4  # gt, random, inverted, constant
+    text = _sweep_report(run)
+    table = text.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert "<h3>staa: lambda" in text and table.count('<td class="method">staa_raw</td>') == 1
+
+
+def test_integer_parameters_get_integer_ticks():
+    rows = [dict(experiment="e", dataset="d", model="m", method=f"staa[layers={k}]", metric="ap", mean=0.5 + k / 10,
+                 std=0.1, ci_low=np.nan, ci_high=np.nan, higher_is_better=True, metric_kind="quality",
+                 params=json.dumps({"layers": k, "lambda": 1.0})) for k in (1, 2, 4)]
+    (p,) = R.ablation_plots(R._prepare(pd.DataFrame(rows)))
+    assert p["xticks"] == ["1", "2", "4"] and p["param"] == "layers"
+
+
+def test_lambda_sweep_report(tmp_path):
+    from sweep_fixtures import lambda_sweep
+
+    sweep = lambda_sweep(tmp_path / "sweep")
+    text = _sweep_report(sweep)
+    assert "<h3>staa: lambda" in text and "could not be drawn" not in text
+    video = text.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert video.count('class="num best') == 1  # one best arm per column, across the points
+    assert video.count('<td class="method">rollout</td>') == 1
+
+
+CHROMIUM_SWEEPS = [("method", _method_sweep), ("model", _model_sweep), ("list arm", _list_arm_run)]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+@pytest.mark.parametrize("kind, make", CHROMIUM_SWEEPS, ids=[k for k, _ in CHROMIUM_SWEEPS])
+def test_sweep_reports_render_in_chromium(tmp_path, kind, make):
+    out = R.write_report(make(tmp_path / "sweep"))
+    shot = tmp_path / "report.png"
+    log = _chromium(out, shot, tmp_path / "profile")
+    assert _console_errors(log) == [], log[-2000:]
+    im = Image.open(shot)
+    assert im.size == (1280, 2400) and len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 200
+
+
+def test_export_markdown_and_latex_tables(report, tmp_path, capsys):
+    out, _ = report
+    run = out.parent
+    assert R.main([str(run), "--export", "md,tex,png", "--export-dir", str(tmp_path / "x"), "-o",
+                   str(tmp_path / "r.html")]) == 0
+    assert "exported" in capsys.readouterr().out
+    md = (tmp_path / "x" / "summary.md").read_text()
+    video = md.split("### default · synthetic_video · timesformer_synth", 1)[1].split("###", 1)[0]
+    lines = [x for x in video.splitlines() if x.startswith("|")]
+    assert lines[0].startswith("| method | insertion_auc ↑ | deletion_auc ↓ | iou ↑ | explain_time_s ↓")
+    assert len({x.count(" | ") for x in lines if not x.startswith("|:")}) == 1  # every row has every column
+    assert "| rollout | **0.951** \\* [0.93,0.97]" in video and "0.932 ~ [0.90,0.96]" in video
+    assert "| *control_random* |" in video and "staa#3: lambda=2.0" in md
+    image = md.split("synthetic_image · vit_synth", 1)[1]
+    assert "iou ↑ ✗1" in image and "✗1 iou: the ground-truth control does not beat the random one" in image
+    tex = (tmp_path / "x" / "summary.tex").read_text()
+    assert r"default / synthetic\_video / timesformer\_synth" in tex and r"\textbf{0.951}" in tex
+    assert r"0.932$^{\sim}$ [0.90,0.96]" in tex and r"\textit{control\_random}" in tex
+    for table in tex.split(r"\begin{tabular}")[1:]:
+        spec = table.split("}", 1)[0].lstrip("{")
+        body = table.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
+        rows = [x for x in body.splitlines() if x.endswith(r"\\")]
+        assert rows and all(len(re.findall(r"(?<!\\)&", x)) == len(spec) - 1 for x in rows)
+    pngs = list((tmp_path / "x" / "figures").rglob("*.png"))
+    assert len(pngs) == 2 * 3  # two samples (video, image): the input and two methods each
+    assert R.main([str(run), "--export", "docx"]) == 2 and "unknown format" in capsys.readouterr().err

@@ -4,6 +4,7 @@ submitit launchers, and two shards merged against the same run without shards.""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,13 +234,23 @@ def test_shipped_launcher_configs_compose(launcher, target):
 
 
 # ------------------------------------------------------------------ real sweeps through the app
+REPO = Path(__file__).resolve().parent.parent
+APP = [sys.executable, "-m", "xaibench.run.app"]
+
+
+def _env(**extra):
+    """The environment of a CLI run: offline, one thread, and the checkout on the path (its hydra_plugins
+    folder holds the launcher plugin, also before the package is reinstalled)."""
+    path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=path,
+                **extra)
+
+
 def _sweep(tmp_path, launcher_args):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "xaibench.run.app", "-m", "experiment=staa_synthetic", "dataset.n_samples=1",
-           "threads=1", "print_summary=false", "method.lambda=0,1", f"hydra.sweep.dir={sweep}",
-           *launcher_args]  # the merge callback is on by default (conf/config.yaml)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    cmd = APP + ["-m", "experiment=staa_synthetic", "dataset.n_samples=1", "threads=1", "print_summary=false",
+                 "method.lambda=0,1", f"hydra.sweep.dir={sweep}", *launcher_args]  # merge callback on by default
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     points = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert len(points) == 2
@@ -248,29 +259,146 @@ def _sweep(tmp_path, launcher_args):
             assert (d / f).exists(), d / f
     summary = pd.read_csv(sweep / "summary.csv")
     assert summary.columns[0] == "method.lambda"
-    assert sorted(summary["method.lambda"].unique()) == [0, 1]
-    # the merged summary holds each point's own summary, values unchanged
+    assert sorted(summary["method.lambda"].dropna().unique()) == [0, 1]
+    assert summary.loc[summary["method"] == "staa_raw", "method.lambda"].isna().all()  # takes no lambda
+    # the merged summary holds each point's own arms once, their values unchanged (the marks compare the points)
+    key = ["method", "params", "metric"]
+    merged = summary.set_index(key)
+    assert not merged.index.duplicated().any()
     for d in points:
-        lam = M.read_run(d).overrides["method.lambda"]
-        own = pd.read_csv(d / "summary.csv").sort_values(["method", "metric"]).reset_index(drop=True)
-        part = summary[summary["method.lambda"] == lam].drop(columns="method.lambda")
-        part = part.sort_values(["method", "metric"]).reset_index(drop=True)
-        pd.testing.assert_frame_equal(part[own.columns], own, check_dtype=False)
+        own = pd.read_csv(d / "summary.csv").set_index(key)
+        part = merged.loc[own.index]
+        for c in ("mean", "std", "n", "ci_low", "ci_high"):
+            np.testing.assert_allclose(part[c].astype(float), own[c].astype(float), rtol=1e-12, equal_nan=True)
     assert list(pd.read_csv(sweep / "runs.csv")["status"]) == ["complete", "complete"]
+    assert (sweep / "report.html").exists()
     return p.stdout + p.stderr
 
 
 @pytest.mark.slow
-def test_sweep_joblib(tmp_path):
-    out = _sweep(tmp_path, ["hydra/launcher=local"])  # the shipped config: joblib, 2 processes
-    assert "Joblib.Parallel(n_jobs=2" in out
+def test_sweep_local_launcher(tmp_path):
+    out = _sweep(tmp_path, ["hydra/launcher=local"])  # xaibench's own launcher: a process per point, 2 at a time
+    assert "Local launcher: 2 points" in out and "each in its own process" in out
 
 
 @pytest.mark.slow
 def test_sweep_submitit_local(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     out = _sweep(tmp_path, ["hydra/launcher=slurm_local"])  # the shipped config: submitit_local
     assert "Submitit 'local' sweep" in out
     assert (tmp_path / "sweep" / ".submitit").is_dir()
+
+
+def test_launcher_plugin_is_packaged():
+    """hydra/launcher=local is found by Hydra's plugin scan of the installed ``hydra_plugins`` namespace."""
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "hydra_plugins.xaibench_launcher" in packages
+
+
+def test_cluster_launchers_on_a_plain_install_say_what_to_install(tmp_path):
+    """Without the cluster extra's plugins (hidden here), hydra/launcher=slurm_local or slurm stops with one
+    line naming xaibench[cluster] and exit status 2 (on b4e0241: Hydra's "Could not load ...")."""
+    plain = tmp_path / "plain"
+    (plain / "hydra_plugins").mkdir(parents=True)
+    (plain / "hydra_plugins" / "xaibench_launcher").symlink_to(REPO / "hydra_plugins" / "xaibench_launcher")
+    (plain / "sitecustomize.py").write_text(  # the namespace as a plain install has it: xaibench's plugin only
+        f"import hydra_plugins\nhydra_plugins.__path__ = [{str(plain / 'hydra_plugins')!r}]\n")
+    env = _env(PYTHONPATH=os.pathsep.join([str(plain), str(REPO)]))
+    for launcher in (["hydra/launcher=slurm_local"], ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]):
+        p = subprocess.run(APP + ["-m", *launcher, "experiment=staa_synthetic", "method.lambda=0,1",
+                                  f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        err = p.stderr.strip()
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert len(err.splitlines()) == 1 and "pip install 'xaibench[cluster]'" in err, err
+        assert err.startswith(f"xaibench: error: {launcher[0]} needs the hydra-submitit-launcher plugin")
+        assert not list((tmp_path / "sweep").glob("*/provenance.json"))  # no point ran
+
+
+def _records(rows_jsonl: Path) -> list:
+    return [line for line in rows_jsonl.read_text().splitlines() if '"kind": "sample"' in line]
+
+
+@pytest.mark.slow
+def test_killed_point_is_recorded_and_the_sweep_resumes(tmp_path):
+    """SIGKILL to one point of a local-launcher sweep: that point is recorded as failed (error.txt), the
+    other finishes, the command exits 1 with the resume command; the same command with resume=true continues
+    the same point folders (the killed point from its journal) and the merge runs."""
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    cmd = APP + ["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "model=vit_synth",
+                 "experiment.methods=[staa,control_random,control_gt,control_gt_inverted,control_constant]",
+                 "experiment.metrics=[localisation,srg]", "dataset.n_samples=24", "method.lambda=0,1", "threads=1",
+                 "print_summary=false", f"hydra.sweep.dir={sweep}"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=tmp_path)
+    victim, pid, done_before = None, None, 0
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        found = re.search(r"#1 : .*method\.lambda=1.*\(pid (\d+)\)", log.read_text())
+        points = [d for d in sweep.glob("1_*") if d.is_dir()] if sweep.exists() else []
+        if found and points and (points[0] / "rows.jsonl").exists() and \
+                not (points[0] / "provenance.json").exists() and _records(points[0] / "rows.jsonl"):
+            victim, pid = points[0], int(found.group(1))
+            done_before = len(_records(victim / "rows.jsonl"))
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert victim is not None, "the point never started writing: " + log.read_text()[-3000:]
+    assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
+    out = log.read_text()
+    assert f"was killed by signal SIGKILL (9)" in out and "the other points go on" in out
+    assert "continue the sweep" in out and "resume=true" in out and f"hydra.sweep.dir={sweep}" in out
+    assert "Traceback" not in out and "TerminatedWorkerError" not in out
+    error = (victim / "error.txt").read_text()
+    assert "killed by signal SIGKILL" in error and str(pid) in error
+    assert json.loads((victim / "provenance.json").read_text())["status"] == "failed"
+    other = next(sweep.glob("0_*"))
+    assert json.loads((other / "provenance.json").read_text())["status"] == "complete"
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert sorted(runs["status"]) == ["complete", "failed"]
+    journal = (victim / "rows.jsonl").read_text().splitlines()[:done_before]
+
+    # the same command with resume=true: the same folders, the killed point continued, then the merge
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    # allow_change=[code]: in a shared checkout another edit may land between the two runs; the resume, not
+    # the code check (tests/test_reliability.py), is under test here
+    p = subprocess.run(cmd + ["resume=true", "allow_change=[code]"], capture_output=True, text=True, timeout=600,
+                       env=_env(), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert sorted(x.name for x in sweep.iterdir() if x.is_dir()) == folders  # resume is not in the names
+    assert not (victim / "error.txt").exists()
+    assert json.loads((victim / "provenance.json").read_text())["status"] == "complete"
+    assert (victim / "rows.jsonl").read_text().splitlines()[:done_before] == journal  # continued, not redone
+    assert len(_records(victim / "rows.jsonl")) > done_before
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert list(runs["status"]) == ["complete", "complete"]
+    s = pd.read_csv(sweep / "summary.csv")
+    staa = s[(s["method"] == "staa") & (s["metric"] == "iou")]
+    assert sorted(staa["method.lambda"]) == [0, 1] and (staa["n"] == 24).all()
+
+
+@pytest.mark.slow
+def test_readme_method_sweep_writes_its_report(tmp_path):
+    """``xaibench -m method=staa,chefer,rollout`` (the README's first sweep; smaller here): the sweep report is
+    written (on b4e0241: KeyError: 'method') and xaibench-report on the folder works."""
+    sweep = tmp_path / "sweep"
+    p = subprocess.run(APP + ["-m", "method=staa,chefer,rollout", "model=vit_synth", "dataset.n_samples=2",
+                              "experiment.metrics=[localisation]", "threads=1", "print_summary=false",
+                              f"hydra.sweep.dir={sweep}"],
+                       capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "report not written" not in p.stdout + p.stderr
+    text = (sweep / "report.html").read_text()
+    assert all(f'<td class="method">{m}</td>' in text for m in ("staa", "chefer", "rollout"))
+    r = subprocess.run([sys.executable, "-m", "xaibench.analysis.report", str(sweep)], capture_output=True,
+                       text=True, timeout=300, env=_env())
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.slow
@@ -279,8 +407,8 @@ def test_shards_through_app_equal_the_unsharded_run(tmp_path):
     pixel accuracy and mIoU included, of the same run without shards (the independent reference)."""
     args = ["experiment=staa_synthetic", "experiment.metrics=[segmentation,localisation]", "dataset.n_samples=4",
             "threads=1", "print_summary=false"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    app = [sys.executable, "-m", "xaibench.run.app"]
+    env = _env()
+    app = APP
     for cmd in (app + ["-m", *args, "shard=0/2,1/2", f"hydra.sweep.dir={tmp_path / 'shards'}"],
                 app + [*args, f"hydra.run.dir={tmp_path / 'one'}"]):
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
