@@ -623,19 +623,22 @@ def _references(ax, a: dict, controls: pd.DataFrame, g: pd.DataFrame, metric: st
                         color="#6e7781", xytext=(2, 0), textcoords="offset points")
             n += 1
         return n
-    seen = set()
+    lines: Dict[float, list] = {}  # controls at the same level share one line and one label
     for bench, ctx in {(tuple(r[BENCH]), r.get("_ctx", "")) for _, r in g.iterrows()}:
         sel = (c[BENCH].astype(str).apply(tuple, axis=1) == tuple(map(str, bench)))
         if "_ctx" in c:
             sel &= c["_ctx"] == ctx
         for _, r in c[sel].iterrows():
-            if not np.isfinite(r["mean"]) or (r["label"], r["mean"]) in seen:
-                continue
-            seen.add((r["label"], r["mean"]))
-            ax.axhline(r["mean"], color="#9aa0a6", ls=":", lw=1, zorder=0)
-            ax.text(0.99, r["mean"], str(r["label"]).replace("control_", ""), transform=ax.get_yaxis_transform(),
-                    ha="right", va="bottom", fontsize=6, color="#6e7781")
-            n += 1
+            if np.isfinite(r["mean"]):
+                names = lines.setdefault(round(float(r["mean"]), 12), [])
+                name = str(r["label"]).replace("control_", "")
+                if name not in names:
+                    names.append(name)
+                    n += 1
+    for y, names in lines.items():
+        ax.axhline(y, color="#9aa0a6", ls=":", lw=1, zorder=0)
+        ax.text(0.99, y, ", ".join(names), transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                fontsize=6, color="#6e7781")
     return n
 
 
