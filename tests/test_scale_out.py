@@ -242,8 +242,8 @@ def _env(**extra):
     """The environment of a CLI run: offline, one thread, and the checkout on the path (its hydra_plugins
     folder holds the launcher plugin, also before the package is reinstalled)."""
     path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
-    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=path,
-                **extra)
+    return dict(os.environ, **dict(dict(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                                        PYTHONPATH=path), **extra))
 
 
 def _sweep(tmp_path, launcher_args):
@@ -364,11 +364,17 @@ def test_killed_point_is_recorded_and_the_sweep_resumes(tmp_path):
     assert sorted(runs["status"]) == ["complete", "failed"]
     journal = (victim / "rows.jsonl").read_text().splitlines()[:done_before]
 
-    # the same command with resume=true: the same folders, the killed point continued, then the merge
+    # the printed command, as typed (the same command with resume=true and the sweep folder): the same folders,
+    # the killed point continued, then the merge
+    import shlex
+
+    printed = out.split("continue the sweep", 1)[1].splitlines()[1].strip()
+    argv = shlex.split(printed)
+    assert argv[0] == "xaibench" and "-m" in argv and "resume=true" in argv and "hydra/launcher=local" in argv
     folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     # allow_change=[code]: in a shared checkout another edit may land between the two runs; the resume, not
     # the code check (tests/test_reliability.py), is under test here
-    p = subprocess.run(cmd + ["resume=true", "allow_change=[code]"], capture_output=True, text=True, timeout=600,
+    p = subprocess.run(APP + argv[1:] + ["allow_change=[code]"], capture_output=True, text=True, timeout=600,
                        env=_env(), cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert sorted(x.name for x in sweep.iterdir() if x.is_dir()) == folders  # resume is not in the names
