@@ -213,6 +213,26 @@ def test_callback_merges_sweep_folder_and_reports_errors(tmp_path, caplog):
     assert "sweep not merged: no run folders found" in caplog.text
 
 
+def test_callback_notes_unfinished_points_with_the_resume_command(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from xaibench.run import callbacks as CB
+
+    monkeypatch.setattr(CB, "OUTCOME", {})
+    monkeypatch.setenv("XAIBENCH_SWEEP", json.dumps({"keys": ["method.lambda"],
+                                                     "command": ["hydra/launcher=local", "method.lambda=0,1"]}))
+    sweep = tmp_path / "my sweep"
+    make_run(sweep / "0", BASE + ["method.lambda=0"], {"a": (0.2, 1, 2)})
+    make_run(sweep / "1", BASE + ["method.lambda=1"], {"a": (0.4, 1, 2)}, status="failed")
+    assert CB.outcome_lines() is None
+    CB.MergeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    text = CB.outcome_lines()
+    assert f"1 point(s) of the sweep did not finish (see error.txt in): {sweep / '1'}" in text
+    assert text.splitlines()[-1].strip() == (f"xaibench -m hydra/launcher=local method.lambda=0,1 resume=true "
+                                             f"'hydra.sweep.dir={sweep}'")  # quoted: the folder has a space
+    assert (sweep / "summary.csv").exists()  # the finished points are merged all the same
+
+
 @pytest.mark.parametrize("launcher, target", [("local", "xaibench_launcher.local_launcher.LocalLauncher"),
                                               ("slurm", "submitit_launcher.SlurmLauncher"),
                                               ("slurm_local", "submitit_launcher.LocalLauncher")])
