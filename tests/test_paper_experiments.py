@@ -352,8 +352,6 @@ def one_clip_kinetics(root, label="zumba", n_frames=10):
 SUBSTITUTE_64 = ["experiment=staa_paper", "model=hf_timesformer_tiny", "model.num_labels=400"]
 
 
-@pytest.mark.xfail(strict=True, reason="waits for check_fit(adapter) on SHAP / LIME and the perturbation metrics "
-                                      "(helper P's report); remove this mark when it lands")
 def test_a_setting_that_cannot_fit_the_model_fails_before_any_sample(tmp_path, monkeypatch):
     """``staa_paper`` with a 64-px model: SHAP's ``cell: 224`` cannot divide 64 x 64.  The run stops at plan time
     (the runner calls ``check_fit(adapter)`` of every method and metric before the first sample), not after the

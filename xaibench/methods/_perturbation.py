@@ -123,6 +123,11 @@ class CoalitionMethod(Method):
     def seed_value(self) -> int:
         return 0 if self.cfg.seed is None else int(self.cfg.seed)
 
+    def check_fit(self, adapter) -> None:
+        """Plan time: grid features (and the budget rule) must fit the model's input, before any sample."""
+        if self.cfg.features == "grid":
+            self.features(adapter, torch.zeros(adapter.input_shape))
+
     # ------------------------------------------------------------------ features and the budget rule
     def features(self, adapter, x: torch.Tensor):
         """(Features, cell) of ``x``, applying the budget rule."""

@@ -202,6 +202,13 @@ class PerturbationMetric(Metric):
     def perturber(self, batch: EvalBatch) -> Perturber:
         return Perturber(batch.adapter, batch_size=self.cfg.batch_size or batch.batch_size)
 
+    def check_fit(self, adapter) -> None:
+        """Plan time: a grid ``cell`` that cannot tile the model's input fails before any sample is explained."""
+        cfg = self.cfg
+        if cfg.features == "grid":
+            T, _, H, W = adapter.input_shape
+            cfg.features_of(torch.zeros((T, 1, H, W)), token_cell(adapter, 0), "metric")
+
     def prepare(self, batch: EvalBatch, perturber: Perturber) -> List[Prepared]:
         """Features (one computation per sample), baseline and source of every item of ``batch``."""
         cfg, adapter = self.cfg, batch.adapter

@@ -83,14 +83,14 @@ def load(group: str, name: str) -> dict:
     with hydra_context():
         try:
             cfg = compose(config_name=f"{group}/{name}")
-        except ConfigCompositionException as e:
-            raise UserError(f"{group} config {name!r} could not be composed: {e}") from None
-        except MissingConfigException:
+        except MissingConfigException:  # (a subclass of ConfigCompositionException: caught first)
             valid = options(group)
             close = difflib.get_close_matches(str(name), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UserError(f"unknown {group} config {name!r}.{hint} Valid {group} configs: {', '.join(valid)} "
                             f"(add your own with --config-dir DIR holding {group}/NAME.yaml)") from None
+        except ConfigCompositionException as e:
+            raise UserError(f"{group} config {name!r} could not be composed: {e}") from None
     node = cfg.get(group, cfg)
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
 
@@ -182,6 +182,9 @@ def check_keys(group: str, keys, comps: List[Component], *, selected: bool):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         who = ", ".join(sorted({c.label for c in comps}))
         if not accepted:
+            reasons = {getattr(registry(group).config(c.name), "fixed_reason", "") for c in comps} - {""}
+            if len(reasons) == 1:  # e.g. a shipped trained model: say why, and what to use instead
+                raise UserError(f"{group}.{k}: {reasons.pop()}")
             raise UserError(f"{group}.{k}: {who} take(s) no parameters.{hint}")
         raise UserError(f"{group}.{k} matches no parameter of the experiment's {group}s ({who}).{hint} "
                         f"Valid {group} parameters: {', '.join(sorted(accepted))}")

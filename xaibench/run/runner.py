@@ -265,7 +265,7 @@ class Runner:
         from ..analysis.reference import compare, format_comparison, reference_path
         from ..io import atomic_to_csv
 
-        table = compare(summary, reference_path(self.exp.reference))
+        table = compare(summary, reference_path(self.exp.reference), run_dir=self.out)
         atomic_to_csv(table, self.out / "reference_comparison.csv", index=False)
         print("\n== against the published numbers ==")
         print(format_comparison(table))
