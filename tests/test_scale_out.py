@@ -445,8 +445,13 @@ def test_shards_through_app_equal_the_unsharded_run(tmp_path):
     assert list(merged.columns) == COLUMNS  # shard is not a swept column
     assert {"pixel_accuracy", "miou"} <= set(merged.loc[merged["sample_id"] == AGGREGATE, "metric"])
     pd.testing.assert_frame_equal(merged[key + ["note"]], one[key + ["note"]])
-    np.testing.assert_allclose(merged["value"], one["value"], rtol=1e-9, atol=1e-12)
+    # cost rows (seconds, memory, passes that the output cache answers) depend on the machine and on which samples
+    # share a batch; every other value must be equal
+    quality = (merged["metric_kind"] != "cost").to_numpy()
+    assert quality.sum() > 0 and (one["metric_kind"] != "cost").to_numpy().tolist() == quality.tolist()
+    np.testing.assert_allclose(merged["value"][quality], one["value"][quality], rtol=1e-9, atol=1e-12)
     s_merged = pd.read_csv(tmp_path / "shards" / "summary.csv").sort_values(["method", "metric"])
     s_one = pd.read_csv(tmp_path / "one" / "summary.csv").sort_values(["method", "metric"])
+    s_merged, s_one = (s[s["metric_kind"] != "cost"] for s in (s_merged, s_one))
     np.testing.assert_allclose(s_merged["mean"], s_one["mean"], rtol=1e-9, atol=1e-12)
     assert list(s_merged["n"]) == list(s_one["n"])

@@ -247,9 +247,11 @@ def main():
     except KeyboardInterrupt:
         print("\nxaibench: interrupted before the run started; nothing was written", file=sys.stderr)
         sys.exit(130)
-    if FAILED:
-        print(f"xaibench: {len(FAILED)} point(s) of the sweep failed (see error.txt in): " + ", ".join(FAILED),
-              file=sys.stderr)
+    from .callbacks import outcome_lines
+
+    text = outcome_lines(FAILED)  # points that failed here, or whose worker died (the local launcher notes them)
+    if text:
+        print(text, file=sys.stderr)
         sys.exit(1)
 
 
