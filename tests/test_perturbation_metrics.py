@@ -517,3 +517,15 @@ def test_bad_subset_size_and_cell_are_user_errors(mlp):
         run(ad, "faithfulness_correlation", [item_for(ad, x, vol)], subset_size=10 ** 6)
     with pytest.raises(UserError, match="divide"):
         run(ad, "deletion_auc", [item_for(ad, x, vol)], cell=3)
+
+
+@pytest.mark.parametrize("name", ["deletion_auc", "srg", "faithfulness_correlation", "staa_faithfulness"])
+def test_a_grid_cell_that_cannot_tile_the_input_is_refused_at_plan_time(mlp, name):
+    """``check_fit(adapter)`` (called by the runner before any sample): an 8-px input cannot be cut into 3-px
+    cells; a cell that divides it passes without evaluating the model."""
+    adapter, _, _ = mlp
+    with pytest.raises(UserError, match=r"cell=3 must divide the input size 8x8"):
+        metrics.create(name, cell=3).check_fit(adapter)
+    with adapter.counting() as n:
+        metrics.create(name, cell=2).check_fit(adapter)
+    assert n["forward"] == 0
