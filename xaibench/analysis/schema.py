@@ -228,6 +228,3 @@ _LEGACY_REDUCTIONS = {"segmentation": {
 
 def legacy_reductions(registry_name: str) -> Dict[str, dict]:
     return dict(_LEGACY_REDUCTIONS.get(str(registry_name), {}))
-
-# Only for xaibench/analysis/table.py's re-export, until it drops it: read kinds with metric_kinds(df).
-COST_METRICS = tuple(m for m, k in _LEGACY_KINDS.items() if k == COST)

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .schema import COST, COST_METRICS, legacy_kind, metric_kinds  # noqa: F401  (COST_METRICS: the report's)
+from .schema import COST, legacy_kind, metric_kinds
 
 CONTROLS = ("control_random", "control_constant", "control_gt", "control_gt_inverted")
 BENCH = ["experiment", "dataset", "model"]
