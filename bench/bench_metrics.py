@@ -48,6 +48,7 @@ synchronise the device.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
@@ -60,7 +61,7 @@ from common import timed
 from xaibench import datasets, metrics, models  # noqa: E402
 from xaibench.errors import UserError  # noqa: E402
 from xaibench.explanation import Explanation  # noqa: E402
-from xaibench.metrics.base import EvalContext  # noqa: E402
+from xaibench.metrics.base import EvalItem, evaluate_items  # noqa: E402
 
 SYNTH = {"image": ("vit_synth", "hf_vit", "synthetic_image"),
          "video": ("timesformer_synth", "hf_timesformer", "synthetic_video")}
@@ -118,13 +119,15 @@ def samples(dataset_name, n, adapter, **dataset_kw):
     return out
 
 
-def ctx_of(adapter, s, logits, vol, seed, batch_size):
+def item_of(adapter, s, logits, vol, seed):
+    """Sample ``s`` explained by ``vol`` as one :class:`EvalItem` on the adapter's device (target: the prediction)."""
     T = vol.shape[0]
     dev = adapter.device
-    return EvalContext(adapter=adapter, x=s.x.to(dev), target=int(logits.argmax()),
-                       explanation=Explanation(vol.to(dev), torch.ones(T, device=dev), vol.to(dev)), logits=logits,
-                       rng=np.random.default_rng(seed), batch_size=batch_size, mask=s.mask.to(dev),
-                       frames=s.frames.to(dev), shared_seed=(0, seed))
+    sample = dataclasses.replace(s, x=s.x.to(dev), mask=None if s.mask is None else s.mask.to(dev),
+                                 frames=None if s.frames is None else s.frames.to(dev))
+    return EvalItem(sample=sample, method="bench", target=int(logits.argmax()),
+                    explanation=Explanation(vol.to(dev), torch.ones(T, device=dev), vol.to(dev)), logits=logits,
+                    rng=np.random.default_rng(seed), shared_seed=(0, seed))
 
 
 def best_of(fn, repeats, device):
@@ -152,7 +155,8 @@ def bench_quantus(kind, adapter, mname, data, repeats, batch_size, rows):
         return np.concatenate([(t * C + c) * H * W + p for c in range(C)])
 
     def ours(bs=batch_size):
-        return [metric.score(ctx_of(adapter, s, lg, v, 0, bs), subsets[i])["faithfulness_correlation"]
+        return [metric.score(adapter, item_of(adapter, s, lg, v, 0), subsets[i], batch_size=bs)
+                ["faithfulness_correlation"]
                 for i, (s, lg, v) in enumerate(data)]
 
     qmodel = QuantusView(adapter).eval()
@@ -206,10 +210,10 @@ def bench_overhead(kind, adapter, mname, data, repeats, batch_size, rows, config
     for name, kw in configs.items():
         m = metrics.create(name, **kw)
 
-        def run():
+        def run():  # one sample per evaluate call: the per-sample cost, as before the batched interface
             with adapter.counting() as cnt:
                 for i, (s, lg, v) in enumerate(data):
-                    m.compute(ctx_of(adapter, s, lg, v, i, batch_size))
+                    evaluate_items(m, adapter, [item_of(adapter, s, lg, v, i)], batch_size=batch_size)
             return cnt["forward"]
 
         # record the model calls the metric makes (number of inputs of each), to replay them on clean inputs

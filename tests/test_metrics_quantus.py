@@ -5,7 +5,7 @@ subsets from the global numpy RNG.  We compare on
 
 * single-channel inputs with pixel features (``cell=1``): Quantus's subsets are replayed by
   re-seeding ``np.random`` and drawing the same ``np.random.choice`` sequence,
-  then fed to :meth:`FaithfulnessCorrelation.score`;
+  then fed to :meth:`FaithfulnessCorrelation.score` (one :class:`EvalItem` on given subsets);
 * three-channel inputs through a real (tiny, random-init) ViT adapter: our pixel
   features are Quantus's three channel elements of a pixel (Quantus's
   ``np.random.choice`` is monkeypatched to return the channel-expanded subsets
@@ -13,6 +13,8 @@ subsets from the global numpy RNG.  We compare on
   three equal channel attributions of a pixel next to each other, so
   ``features_in_step = 3 k`` in Quantus is ``k`` pixels in ours).
 """
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ quantus = pytest.importorskip("quantus")
 from xaibench import models  # noqa: E402
 from xaibench.explanation import Explanation  # noqa: E402
 from xaibench.metrics import create  # noqa: E402
-from xaibench.metrics.base import EvalContext  # noqa: E402
+from xaibench.metrics.base import EvalItem, evaluate_items  # noqa: E402
 
 TOL = 1e-6
 
@@ -56,12 +58,14 @@ def conv_net(c=1, h=12, w=12, k=3, seed=0):
     return nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * h * w, k)).eval()
 
 
-def make_ctx(adapter, x, a, batch_size=5, seed=1):
+def make_item(adapter, x, a, seed=1):
+    """One (sample, method) item of ``x`` explained by ``a``, the target the model's prediction (cache cleared)."""
     adapter.cache.clear()
     logits = adapter.predict(x[None])[0]
     expl = Explanation(volume=a, frame_scores=torch.ones(a.shape[0]), token_map=a)
-    return EvalContext(adapter=adapter, x=x, target=int(logits.argmax()), explanation=expl, logits=logits,
-                       rng=np.random.default_rng(seed), batch_size=batch_size, shared_seed=(seed,))
+    sample = SimpleNamespace(sample_id="s", x=x, mask=None, frames=None, label=None)
+    return EvalItem(sample=sample, method="m", explanation=expl, target=int(logits.argmax()), logits=logits,
+                    rng=np.random.default_rng(seed), shared_seed=(seed,))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -72,19 +76,19 @@ def test_faithfulness_correlation_matches_quantus_single_channel(conv_adapter, s
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.random((1, 1, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.standard_normal((1, H, W)).astype(np.float32))
-    ctx = make_ctx(ad, x, a)
+    item = make_item(ad, x, a)
     R, k = 25, 30
     np.random.seed(100 + seed)
     subsets = np.stack([np.random.choice(H * W, k, replace=False) for _ in range(R)])
     np.random.seed(100 + seed)
     q = quantus.FaithfulnessCorrelation(nr_runs=R, subset_size=k, perturb_baseline=0.0, disable_warnings=True,
                                         return_aggregate=False)
-    ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([ctx.target]), a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ctx, subsets)
+    ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([item.target]), a_batch=a[None].numpy(), device="cpu")[0]
+    ours = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ad, item, subsets, batch_size=5)
     assert np.isfinite(ref)
     assert abs(ours["faithfulness_correlation"] - ref) < TOL
     # the subsets really were Quantus's: a different subset draw changes the number
-    other = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ctx)
+    other = create("faithfulness_correlation", nr_runs=R, subset_size=k, cell=1).score(ad, item, batch_size=5)
     assert abs(other["faithfulness_correlation"] - ref) > TOL
 
 
@@ -96,11 +100,11 @@ def test_monotonicity_correlation_matches_quantus_single_channel(conv_adapter, f
     rng = np.random.default_rng(fis)
     x = torch.from_numpy(rng.random((1, 1, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.standard_normal((1, H, W)).astype(np.float32))  # abs=True as Quantus
-    ctx = make_ctx(ad, x, a)
+    item = make_item(ad, x, a)
     q = quantus.MonotonicityCorrelation(nr_samples=2, features_in_step=fis, perturb_baseline=0.0,
                                         disable_warnings=True)
-    ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([ctx.target]), a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("monotonicity_correlation", features_in_step=fis, cell=1).compute(ctx)
+    ref = q(model=net, x_batch=x.numpy(), y_batch=np.array([item.target]), a_batch=a[None].numpy(), device="cpu")[0]
+    ours = evaluate_items(create("monotonicity_correlation", features_in_step=fis, cell=1), ad, [item], batch_size=5)[0]
     assert np.isfinite(ref)
     assert abs(ours["monotonicity_correlation"] - ref) < TOL
 
@@ -117,17 +121,17 @@ def test_faithfulness_correlation_matches_quantus_rgb_vit(tiny_vit, monkeypatch)
     rng = np.random.default_rng(7)
     x = torch.from_numpy(rng.random((1, 3, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.random((1, H, W), dtype=np.float32))
-    ctx = make_ctx(ad, x, a, batch_size=6)
+    item = make_item(ad, x, a)
     metric = create("faithfulness_correlation", nr_runs=20, subset_size=40, cell=1)
     subsets = metric.draw_subsets(np.random.default_rng(11), H * W)
     expanded = iter([np.concatenate([s + c * H * W for c in range(3)]) for s in subsets])
     monkeypatch.setattr(np.random, "choice", lambda n, size, replace=True: next(expanded))
     q = quantus.FaithfulnessCorrelation(nr_runs=20, subset_size=120, perturb_baseline=0.0, disable_warnings=True,
                                         return_aggregate=False)
-    ref = q(model=AdapterAsModule(ad).eval(), x_batch=x.numpy(), y_batch=np.array([ctx.target]),
+    ref = q(model=AdapterAsModule(ad).eval(), x_batch=x.numpy(), y_batch=np.array([item.target]),
             a_batch=a[None].numpy(), device="cpu")[0]
     monkeypatch.undo()
-    ours = metric.score(ctx, subsets)["faithfulness_correlation"]
+    ours = metric.score(ad, item, subsets, batch_size=6)["faithfulness_correlation"]
     assert np.isfinite(ref) and abs(ours - ref) < TOL
 
 
@@ -137,11 +141,12 @@ def test_monotonicity_correlation_matches_quantus_rgb_vit(tiny_vit):
     rng = np.random.default_rng(8)
     x = torch.from_numpy(rng.random((1, 3, H, W), dtype=np.float32))
     a = torch.from_numpy(rng.random((1, H, W), dtype=np.float32))
-    ctx = make_ctx(ad, x, a, batch_size=16)
+    item = make_item(ad, x, a)
     k = 8
     q = quantus.MonotonicityCorrelation(nr_samples=1, features_in_step=3 * k, perturb_baseline=0.0,
                                         disable_warnings=True)
-    ref = q(model=AdapterAsModule(ad).eval(), x_batch=x.numpy(), y_batch=np.array([ctx.target]),
+    ref = q(model=AdapterAsModule(ad).eval(), x_batch=x.numpy(), y_batch=np.array([item.target]),
             a_batch=a[None].numpy(), device="cpu")[0]
-    ours = create("monotonicity_correlation", features_in_step=k, cell=1).compute(ctx)
+    ours = evaluate_items(create("monotonicity_correlation", features_in_step=k, cell=1), ad, [item],
+                          batch_size=16)[0]
     assert np.isfinite(ref) and abs(ours["monotonicity_correlation"] - ref) < TOL

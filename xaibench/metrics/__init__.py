@@ -6,7 +6,7 @@ names.  A metric scores a batch: ``metric.evaluate(EvalBatch(adapter, items, bat
 per item; what each number is (direction, kind, aggregation) is declared in ``metric.outputs``.
 """
 
-from .base import METRICS, EvalBatch, EvalContext, EvalItem, Metric, Services, evaluate_items  # noqa: E402,F401
+from .base import METRICS, EvalBatch, EvalItem, Metric, Services, evaluate_items  # noqa: E402,F401
 
 import importlib as _importlib
 import pkgutil as _pkgutil

@@ -169,49 +169,6 @@ class Metric:
             raise KeyError(f"{type(self).__name__} returned {name!r}, which its outputs do not declare") from None
 
 
-# ---------------------------------------------------------------------- transition: ``metric.compute(ctx)`` on
-# the old one-sample context, kept only for tests and benchmarks not yet written against ``evaluate_items``
-# (remove with them; the runner calls ``metric.evaluate(EvalBatch(...))``)
-@dataclass
-class EvalContext:
-    """The old one-sample context (see the comment above)."""
-
-    adapter: object
-    x: torch.Tensor
-    target: int
-    explanation: Explanation
-    logits: torch.Tensor
-    rng: np.random.Generator
-    batch_size: int = 32
-    label: Optional[int] = None
-    mask: Optional[torch.Tensor] = None
-    frames: Optional[torch.Tensor] = None
-    timing: Dict[str, float] = field(default_factory=dict)
-    counters: Dict[str, float] = field(default_factory=dict)
-    shared_seed: Tuple[int, ...] = (0,)
-    reexplain: Optional[Callable] = None
-    randomised: Optional[Callable] = None
-
-    def shared_rng(self, tag: str) -> np.random.Generator:
-        return np.random.default_rng([*self.shared_seed, zlib.crc32(tag.encode())])
-
-
-def _legacy_compute(self, ctx: EvalContext) -> Dict[str, float]:
-    """One item from the old context, through ``evaluate``."""
-    from types import SimpleNamespace
-
-    sample = SimpleNamespace(sample_id="", x=ctx.x, mask=ctx.mask, frames=ctx.frames, label=ctx.label, meta={})
-    item = EvalItem(sample=sample, method="", explanation=ctx.explanation, target=ctx.target, logits=ctx.logits,
-                    rng=ctx.rng, shared_seed=ctx.shared_seed)
-    services = Services(reexplain=None if ctx.reexplain is None else (lambda it, ad: ctx.reexplain(ad)),
-                        randomised=ctx.randomised)
-    return self.evaluate(EvalBatch(adapter=ctx.adapter, items=[item], batch_size=ctx.batch_size,
-                                   services=services))[0]
-
-
-Metric.compute = _legacy_compute
-
-
 def evaluate_items(metric: Metric, adapter, items: List[EvalItem], batch_size: int = 32,
                    services: Optional[Services] = None) -> List[Dict[str, float]]:
     """``metric.evaluate`` on ``items`` (a convenience for tests and scripts)."""

@@ -49,7 +49,7 @@ from ..analysis.schema import Output
 from ..config import param
 from ..errors import UserError
 from ..perturb import Masks
-from .base import METRICS, EvalBatch
+from .base import METRICS, EvalBatch, EvalItem
 from .perturbation import (OUTPUTS, OrderScore, OrderTies, PerturbationConfig, PerturbationMetric, TieConfig,
                            pearson_rows, spearman_rows, target_output, tie_se_outputs)
 
@@ -163,15 +163,10 @@ class FaithfulnessCorrelation(PerturbationMetric):
             out.append({"faithfulness_correlation": r, "sums": masks.sums, "drops": drops})
         return out
 
-    def score(self, ctx, subsets: Optional[np.ndarray] = None) -> dict:
-        """One sample from an old-style context (tests, scripts): :meth:`score_items` of one item."""
-        from .base import EvalItem, Services
-        from types import SimpleNamespace
-
-        sample = SimpleNamespace(sample_id="", x=ctx.x, mask=ctx.mask, frames=ctx.frames, label=ctx.label)
-        item = EvalItem(sample=sample, method="", explanation=ctx.explanation, target=ctx.target,
-                        logits=ctx.logits, rng=ctx.rng, shared_seed=ctx.shared_seed)
-        batch = EvalBatch(adapter=ctx.adapter, items=[item], batch_size=ctx.batch_size, services=Services())
+    def score(self, adapter, item: EvalItem, subsets: Optional[np.ndarray] = None, batch_size: int = 32) -> dict:
+        """One item (tests, scripts): :meth:`score_items` of a batch of ``item`` alone, optionally on the given
+        (R, |S|) ``subsets`` of its features (e.g. another tool's draws)."""
+        batch = EvalBatch(adapter=adapter, items=[item], batch_size=batch_size)
         return self.score_items(batch, None if subsets is None else [subsets])[0]
 
     def evaluate(self, batch):
