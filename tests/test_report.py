@@ -443,13 +443,13 @@ def test_export_markdown_and_latex_tables(report, tmp_path, capsys):
     lines = [x for x in video.splitlines() if x.startswith("|")]
     assert lines[0].startswith("| method | insertion_auc ↑ | deletion_auc ↓ | iou ↑ | explain_time_s ↓")
     assert len({x.count(" | ") for x in lines if not x.startswith("|:")}) == 1  # every row has every column
-    assert "| rollout | **0.951** \\* [0.93,0.97]" in video and "0.932 ~ [0.90,0.96]" in video
+    assert "| rollout | **0.951** \\* [0.930,0.970]" in video and "0.932 ~ [0.900,0.960]" in video
     assert "| *control_random* |" in video and "staa#3: lambda=2.0" in md
     image = md.split("synthetic_image · vit_synth", 1)[1]
     assert "iou ↑ ✗1" in image and "✗1 iou: the ground-truth control does not beat the random one" in image
     tex = (tmp_path / "x" / "summary.tex").read_text()
     assert r"default / synthetic\_video / timesformer\_synth" in tex and r"\textbf{0.951}" in tex
-    assert r"0.932$^{\sim}$ [0.90,0.96]" in tex and r"\textit{control\_random}" in tex
+    assert r"0.932$^{\sim}$ [0.900,0.960]" in tex and r"\textit{control\_random}" in tex
     for table in tex.split(r"\begin{tabular}")[1:]:
         spec = table.split("}", 1)[0].lstrip("{")
         body = table.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]

@@ -132,7 +132,7 @@ def test_tables_without_controls_or_with_one_method(tmp_path, arms):
     assert len(s) == len(arms) and (s["kind"] == "method").all() and (s["valid"] == "undetermined").all()
     assert (s["best"].fillna("") == "").all() and s["mark_note"].str.contains("validity undetermined").all()
     validity = pd.read_csv(tmp_path / "validity.csv")
-    assert validity["verdict"].tolist() == ["undetermined"] and "no control_gt rows" in validity["reason"].iloc[0]
+    assert validity["verdict"].tolist() == ["undetermined"] and "the run has no control arms" in validity["reason"].iloc[0]
     cmp = pd.read_csv(tmp_path / "comparisons.csv")
     assert len(cmp) == len(arms) * (len(arms) - 1) // 2
     assert len(pd.read_csv(tmp_path / "ranking.csv")) == len(arms)

@@ -32,7 +32,9 @@ def test_committed_summary_fits_120_columns_and_keeps_every_metric():
     t = format_table(s)
     assert max(len(x) for x in t.splitlines()) <= 120
     blocks = _blocks(t)
-    per_bench = s.groupby(["dataset", "model"])["metric"].nunique()
+    shown = s[~s["metric"].str.endswith("_tie_se")]  # tie standard errors go to one note per benchmark
+    per_bench = shown.groupby(["dataset", "model"])["metric"].nunique()
+    assert "tie-order standard error" in t and "_tie_se" not in t
     # the blocks of each benchmark cover its metrics 1..N without gap
     assert sum(last - first + 1 for first, last, _ in blocks) == per_bench.sum()
     assert sorted({n for *_, n in blocks}) == sorted(set(per_bench))
@@ -84,9 +86,9 @@ def test_markers_intervals_and_arrows_on_a_hand_built_case():
     header = next(x for x in t.splitlines() if x.startswith("method"))
     assert "up ↑" in header and "down ↓ ✗" in header
     # columns: up, then down
-    assert _line(t, "a").split()[1:4] == ["0.900", "[0.85,0.95]*", "0.400"]
-    assert _line(t, "b").split()[1:3] == ["0.880", "[0.80,0.93]~"]
-    assert _line(t, "b").endswith("[0.10,0.30]*")
+    assert _line(t, "a").split()[1:4] == ["0.900", "[0.850,0.950]*", "0.400"]
+    assert _line(t, "b").split()[1:3] == ["0.880", "[0.800,0.930]~"]
+    assert _line(t, "b").endswith("[0.100,0.300]*")
     assert "*" not in _line(t, "c") and "~" not in _line(t, "c")
     # the control is below a separator and never marked
     lines = t.splitlines()
@@ -141,8 +143,8 @@ def test_decimals_and_cells():
     assert decimals([258.0, 1.0, 0.0]) == 0  # whole numbers (pass counts)
     assert decimals([12.3]) == 1
     assert decimals([0.05, 0.1, 0.2, 22.2]) == 3  # explain times: the median sets the digits, not the largest
-    assert format_cell(0.8123, lo=0.7912, hi=0.8344) == "0.812 [0.79,0.83]"
-    assert format_cell(0.0171, lo=0.0163, hi=0.0178) == "0.017 [0.016,0.018]"  # 2 decimals would hide the width
+    assert format_cell(0.8123, lo=0.7912, hi=0.8344) == "0.812 [0.791,0.834]"
+    assert format_cell(0.0171, lo=0.0163, hi=0.0178) == "0.017 [0.016,0.018]"  # one format for mean and interval
     assert format_cell(0.8123, std=0.05) == "0.812 ± 0.050"
     assert format_cell(float("nan")) == "n/a"
 
@@ -201,8 +203,65 @@ def test_a_fresh_summary_of_the_committed_run_prints_within_120_columns():
     # every invalid / undetermined verdict has its footnote; no mark on a metric that is not valid
     for _, r in v.iterrows():
         sign = {"invalid": "✗", "undetermined": "?"}.get(r["verdict"])
-        if sign:
-            assert f"{sign} {r['metric']}: " in t
+        if sign:  # metrics with the same reason share one footnote: "? a, b: validity undetermined, ..."
+            assert any(line.startswith(f"{sign} ") and r["metric"] in line.split(":")[0].replace(",", " ").split()
+                       for line in t.splitlines()), r["metric"]
     s = tables["summary"]
     assert (s.loc[s["valid"] != "valid", "best"] == "").all()
     assert (s.loc[s["kind"] == "control", "best"] == "").all()
+
+
+def _one_method_summary(methods=("staa",)):
+    """A one-method run's summary as the runner writes it: 12 quality metrics, 6 with a tie standard error,
+    descriptive and cost outputs, validity undetermined for want of controls."""
+    rows = []
+    quality = ["staa_faithfulness", "staa_monotonicity", "faithfulness_correlation", "srg", "morf_auc", "lerf_auc",
+               "ap", "iou", "pixel_accuracy", "miou", "map", "temporal_ap"]
+    for meth in methods:
+        for i, m in enumerate(quality):
+            v = 0.3 + 0.05 * i
+            rows.append(_row(meth, m, v, ci_low=v - 0.0412, ci_high=v + 0.0388, metric_kind="quality",
+                             kind="method", valid="undetermined", best=""))
+            if i < 6:
+                rows.append(_row(meth, f"{m}_tie_se", 0.004 + 0.001 * i, ci_low=0.003, ci_high=0.006,
+                                 metric_kind="descriptive", kind="method"))
+        rows.append(_row(meth, "tie_fraction", 0.83, ci_low=0.81, ci_high=0.85, metric_kind="descriptive",
+                         kind="method"))
+        for m, v in (("explain_time_s", 0.0215), ("n_forward", 1.0), ("eval_n_forward", 749.0)):
+            rows.append(_row(meth, m, v, ci_low=v * 0.6, ci_high=v * 1.4, hib=False, metric_kind="cost",
+                             kind="method"))
+    return pd.DataFrame(rows)
+
+
+def test_a_one_method_run_prints_one_table_with_the_metrics_as_rows():
+    s = _one_method_summary()
+    validity = pd.DataFrame([dict(experiment="e", dataset="d", model="m", metric=m, verdict="undetermined",
+                                  reason="the run has no control arms")
+                             for m in s.loc[s["metric_kind"] == "quality", "metric"].unique()])
+    t = format_table(s, validity=validity)
+    lines = t.splitlines()
+    assert max(len(x) for x in lines) <= 120
+    assert sum(x.startswith("== ") for x in lines) == 1 and "(metrics" not in t  # one table, not blocks
+    assert "_tie_se" not in t  # the tie standard errors are one note, not rows
+    note = " ".join(t[t.index("tie-order standard error"):].split())
+    assert "staa_faithfulness 0.004" in note and "lerf_auc 0.009" in note
+    # one row per shown metric, quality first, then descriptive, then cost under their separators
+    order = [next(i for i, x in enumerate(lines) if x.startswith(m + " ")) for m in
+             ("staa_faithfulness", "temporal_ap", "tie_fraction", "explain_time_s", "eval_n_forward")]
+    assert order == sorted(order)
+    assert lines.index("·· descriptive") < order[2] and lines.index("·· cost") < order[3]
+    # the same number format for a mean and its interval
+    row = _line(t, "srg ↑ ?")
+    assert re.search(r"0\.450 \[0\.409,0\.489\]", row), row
+    # one footnote for the metrics that share a reason
+    und = [x for x in lines if x.startswith("? ")]
+    assert len(und) == 1 and "staa_faithfulness, staa_monotonicity" in und[0]
+    assert "the run has no control arms" in " ".join(t.split())
+
+
+def test_many_arms_keep_the_methods_as_rows():
+    s = _one_method_summary(methods=[f"method_{i}" for i in range(12)])
+    t = format_table(s)
+    assert max(len(x) for x in t.splitlines()) <= 120
+    assert len(_blocks(t)) > 1 and _line(t, "method_11")  # methods as rows, metrics split into blocks
+    assert "_tie_se" not in t

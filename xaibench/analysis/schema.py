@@ -69,6 +69,27 @@ def metric_kinds(df):
     return pd.Series([legacy_kind(m) for m in df["metric"]], index=df.index, dtype=object)
 
 
+#: the descriptive output ``<metric>_tie_se`` is the standard error the tie rule left on ``<metric>``
+#: (xaibench.metrics.perturbation.tie_se_outputs; docs/ties.md)
+TIE_SE_SUFFIX = "_tie_se"
+
+
+def tie_se_name(metric: str) -> str:
+    """The name of ``metric``'s tie standard-error output."""
+    return f"{metric}{TIE_SE_SUFFIX}"
+
+
+def tie_se_base(metric: str, present: Iterable[str] = ()) -> Optional[str]:
+    """The metric whose tie standard error ``metric`` is, or None; with ``present``, only when that metric is
+    among them (so that a metric that merely ends in the suffix is not mistaken for one)."""
+    m = str(metric)
+    if not m.endswith(TIE_SE_SUFFIX) or len(m) == len(TIE_SE_SUFFIX):
+        return None
+    base = m[: -len(TIE_SE_SUFFIX)]
+    present = set(present)
+    return base if not present or base in present else None
+
+
 def is_judged(kind: str) -> bool:
     """Quality outputs get validity verdicts, best marks and rankings; the other kinds never do."""
     return kind == QUALITY

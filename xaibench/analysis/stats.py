@@ -499,8 +499,13 @@ def validity(df: pd.DataFrame, alpha: float = 0.05, floor: float = FLOOR, power:
             checks = _validity_checks(X, raw, present, floor, n_boot, level, _family_rng(seed, key))
             if X.shape[0]:
                 row["span"] = float((X.max(axis=1) - X.min(axis=1)).mean())
+        if not any(cols_of[c] for c in CONTROLS) and len(samples):
+            notes.append("the run has no control arms; the checks need " + ", ".join(CONTROLS) +
+                         " (the experiments' method lists have them; a method= selection leaves them out)")
         for name, a, b, _ in VALIDITY_TESTS:
             for c in (a, b):
+                if not any(cols_of[x] for x in CONTROLS):
+                    continue
                 if len(cols_of[c]) > 1:
                     notes.append(f"{c} has {len(cols_of[c])} parameter settings; the check needs one")
                 elif not cols_of[c] and len(samples):

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .schema import COST, legacy_kind, metric_kinds
+from .schema import COST, DESCRIPTIVE, legacy_kind, metric_kinds, tie_se_base
 
 CONTROLS = ("control_random", "control_constant", "control_gt", "control_gt_inverted")
 BENCH = ["experiment", "dataset", "model"]
@@ -128,14 +128,13 @@ def decimals(values) -> int:
 
 
 def format_cell(mean, std=np.nan, lo=np.nan, hi=np.nan, d: int = 3) -> str:
-    """``mean [lo,hi]`` when both bounds are finite, else ``mean ± std``, else ``mean``; ``d`` decimals, the
-    interval one fewer unless that would hide its width (narrower than one unit of the shorter last digit)."""
+    """``mean [lo,hi]`` when both bounds are finite, else ``mean ± std``, else ``mean``; ``d`` decimals for the
+    mean and its interval alike."""
     f = lambda x: x is not None and not pd.isna(x) and np.isfinite(float(x))  # noqa: E731
     if not f(mean):
         return "n/a"
     if f(lo) and f(hi):
-        e = max(d - 1, 0) if hi - lo >= 10.0 ** -(d - 1) or hi == lo else d
-        return f"{mean:.{d}f} [{lo:.{e}f},{hi:.{e}f}]"
+        return f"{mean:.{d}f} [{lo:.{d}f},{hi:.{d}f}]"
     if f(std):
         return f"{mean:.{d}f} ± {std:.{d}f}"
     return f"{mean:.{d}f}"
@@ -278,6 +277,95 @@ def _fit(s: str, w: int) -> str:
     return s if len(s) <= w else s[: max(w - 1, 0)] + "…"
 
 
+def _aligned(cells: Dict[str, Tuple[str, str]]) -> Dict[str, Tuple[str, str]]:
+    """Cells with their means right-aligned and their intervals left-aligned after them."""
+    split = {k: (t.split(" ", 1) + [""])[:2] for k, (t, _) in cells.items()}
+    mw = max((len(a) for a, _ in split.values()), default=0)
+    rw = max((len(x) for _, x in split.values()), default=0)
+    return {k: (split[k][0].rjust(mw) + (" " + split[k][1].ljust(rw) if rw else ""), mark)
+            for k, (_, mark) in cells.items()}
+
+
+def _cell(text: str, mark: str, w: int, paint) -> str:
+    cell = _fit(text + (MARK.get(mark, " ") if text else " "), w).rjust(w)
+    return paint(cell, mark) if mark in MARK else cell
+
+
+def _by_metric(cols, rows, n_methods, width, title, paint) -> List[List[str]]:
+    """The arms as rows and the metrics as columns, split into blocks within ``width``; one list of lines each."""
+    label_w = min(max(len("method"), *(len(r) for r in rows)), 28)
+    avail = max(width - label_w - len(_SEP), 12)
+    laid = []  # (header lines, cells, width, invalid)
+    for m, suffix, cells, bad in cols:
+        cells = _aligned(cells)
+        w = max([len(t) + 1 for t, _ in cells.values()] + [len(p) + 1 for p in m.split("_")[:-1]] +
+                [len(m.split("_")[-1] + suffix), 6])
+        if len(m + suffix) <= w + 4:  # a little wider rather than a header over two lines
+            w = max(w, len(m + suffix))
+        w = min(w, avail)
+        laid.append(([_fit(x, w) for x in _wrap_header(m, suffix, w)], cells, w, bad))
+    blocks, cur, used = [], [], label_w
+    for c in laid:
+        if cur and used + len(_SEP) + c[2] > width:
+            blocks.append(cur)
+            cur, used = [], label_w
+        cur.append(c)
+        used += len(_SEP) + c[2]
+    blocks.append(cur)
+    out, first = [], 0
+    for block in blocks:
+        part = f"  (metrics {first + 1}-{first + len(block)} of {len(laid)})" if len(blocks) > 1 else ""
+        first += len(block)
+        lines = [_fit(f"== {title}{part} ==", width)]
+        n_head = max(len(c[0]) for c in block)
+        for li in range(n_head):
+            cells = []
+            for head, _, w, bad in block:
+                text = head[li - (n_head - len(head))] if li >= n_head - len(head) else ""
+                cells.append(paint(text.rjust(w), "invalid") if bad and text else text.rjust(w))
+            lines.append(("method" if li == n_head - 1 else "").ljust(label_w) + _SEP + _SEP.join(cells))
+        lines.append("-" * label_w + _SEP + _SEP.join("-" * c[2] for c in block))
+        for ri, r in enumerate(rows):
+            control = ri >= n_methods
+            if control and ri == n_methods:
+                lines.append(("·· controls " + "·" * width)[:label_w + sum(len(_SEP) + c[2] for c in block)])
+            cells = [_cell(*cmap.get(r, ("", "")), w, paint) for _, cmap, w, _ in block]
+            line = _fit(r, label_w).ljust(label_w) + _SEP + _SEP.join(cells)
+            lines.append(paint(line, "control") if control else line)
+        out.append(lines)
+    return out
+
+
+def _by_arm(cols, rows, n_methods, kind_of, width, title, paint) -> Optional[List[str]]:
+    """The metrics as rows and the arms as columns (for runs with few arms and many metrics), with the
+    descriptive and cost outputs under their own separators; None when it does not fit within ``width``."""
+    label_w = max([len("metric")] + [len(m + suffix) for m, suffix, _, _ in cols])
+    if label_w > 40:
+        return None
+    per_arm = {r: _aligned({m: cells.get(r, ("", "")) for m, _, cells, _ in cols}) for r in rows}
+    widths = {r: max([len(r)] + [len(t) + 1 for t, _ in per_arm[r].values()]) for r in rows}
+    sep = {r: (" | " if i == n_methods and i > 0 else _SEP) for i, r in enumerate(rows)}
+    total = label_w + sum(len(sep[r]) + widths[r] for r in rows)
+    if total > width:
+        return None
+    lines = [_fit(f"== {title} ==", width),
+             "metric".ljust(label_w) + "".join(sep[r] + paint(r.rjust(widths[r]), "control") if i >= n_methods
+                                               else sep[r] + r.rjust(widths[r]) for i, r in enumerate(rows)),
+             "-" * label_w + "".join(sep[r] + "-" * widths[r] for r in rows)]
+    rank = {DESCRIPTIVE: 1, COST: 2}
+    group = None
+    for m, suffix, _, bad in sorted(cols, key=lambda c: rank.get(str(kind_of.get(c[0], "")), 0)):
+        kind = str(kind_of.get(m, ""))
+        g = kind if kind in (DESCRIPTIVE, COST) else ""
+        if g != group and g:
+            lines.append(f"·· {g}")
+        group = g
+        head = (m + suffix).ljust(label_w)
+        lines.append((paint(head, "invalid") if bad else head) +
+                     "".join(sep[r] + _cell(*per_arm[r][m], widths[r], paint) for r in rows))
+    return lines
+
+
 def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.DataFrame] = None,
                  color: bool = False) -> str:
     """The summary as plain text within ``width`` columns (see the module docstring).
@@ -305,73 +393,47 @@ def format_table(summary: pd.DataFrame, width: int = 120, validity: Optional[pd.
     out: List[str] = []
     for bench, b in s.groupby(BENCH, sort=False, dropna=False):
         metrics = metric_order(b["metric"].tolist(), metric_kinds(b).tolist())
+        # the tie rule's standard errors are not columns of their own: one note per benchmark gives them
+        tie_se = {m: tie_se_base(m, metrics) for m in metrics}
+        tie_se = {m: base for m, base in tie_se.items() if base is not None}
+        metrics = [m for m in metrics if m not in tie_se]
+        kind_of = dict(zip(b["metric"], metric_kinds(b)))
         rows = list(pd.unique(b.loc[~b["_control"], "_label"])) + list(pd.unique(b.loc[b["_control"], "_label"]))
         n_methods = int((~b.drop_duplicates("_label")["_control"]).sum())
-        label_w = min(max(len("method"), *(len(r) for r in rows)), 28)
-        avail = max(width - label_w - len(_SEP), 12)
-        cols = []  # (header lines, {label: (text, mark)}, width, invalid)
+        cols = []  # (metric, suffix, {label: (text, mark)}, invalid)
         for m in metrics:
             mb = b[b["metric"] == m]
             d = decimals(mb["mean"].tolist() + mb["ci_low"].tolist() + mb["ci_high"].tolist())
             marks = best_marks(mb)
             cells = {r["_label"]: (format_cell(r["mean"], r["std"], r["ci_low"], r["ci_high"], d),
                                    marks[i]) for i, r in mb.iterrows()}
-            # means right-aligned, intervals left-aligned after them, so that both line up down the column
-            split = {k: (t.split(" ", 1) + [""])[:2] for k, (t, _) in cells.items()}
-            mw = max(len(a) for a, _ in split.values())
-            rw = max(len(b) for _, b in split.values())
-            cells = {k: (split[k][0].rjust(mw) + (" " + split[k][1].ljust(rw) if rw else ""), mark)
-                     for k, (_, mark) in cells.items()}
             hib = mb["higher_is_better"].dropna()
             arrow = "" if hib.empty else (" ↑" if bool(hib.iloc[0]) else " ↓")
             bad = tuple(bench) + (m,) in invalid
             suffix = arrow + (" ✗" if bad else " ?" if tuple(bench) + (m,) in undetermined else "")
-            w = max([len(t) + 1 for t, _ in cells.values()] + [len(p) + 1 for p in m.split("_")[:-1]] +
-                    [len(m.split("_")[-1] + suffix), 6])
-            if len(m + suffix) <= w + 4:  # a little wider rather than a header over two lines
-                w = max(w, len(m + suffix))
-            w = min(w, avail)
-            cols.append(([_fit(x, w) for x in _wrap_header(m, suffix, w)], cells, w, bad))
-        # greedy split of the metric columns into blocks within the width
-        blocks, cur, used = [], [], label_w
-        for c in cols:
-            if cur and used + len(_SEP) + c[2] > width:
-                blocks.append(cur)
-                cur, used = [], label_w
-            cur.append(c)
-            used += len(_SEP) + c[2]
-        blocks.append(cur)
+            cols.append((m, suffix, cells, bad))
         name = " · ".join(str(x) for x in bench if str(x) not in ("", "nan"))
-        first = 0
-        for bi, block in enumerate(blocks):
-            part = f"  (metrics {first + 1}-{first + len(block)} of {len(cols)})" if len(blocks) > 1 else ""
-            first += len(block)
-            out.append(_fit(f"== {name}{part} ==", width))
-            n_head = max(len(c[0]) for c in block)
-            for li in range(n_head):
-                cells = []
-                for head, _, w, bad in block:
-                    text = head[li - (n_head - len(head))] if li >= n_head - len(head) else ""
-                    cells.append(paint(text.rjust(w), "invalid") if bad and text else text.rjust(w))
-                out.append(("method" if li == n_head - 1 else "").ljust(label_w) + _SEP + _SEP.join(cells))
-            out.append("-" * label_w + _SEP + _SEP.join("-" * c[2] for c in block))
-            for ri, r in enumerate(rows):
-                control = ri >= n_methods
-                if control and ri == n_methods:
-                    out.append(("·· controls " + "·" * width)[:label_w + sum(len(_SEP) + c[2] for c in block)])
-                cells = []
-                for _, cmap, w, _ in block:
-                    text, mark = cmap.get(r, ("", ""))
-                    cell = _fit(text + (MARK.get(mark, " ") if text else " "), w).rjust(w)
-                    cells.append(paint(cell, mark) if mark in MARK else cell)
-                line = _fit(r, label_w).ljust(label_w) + _SEP + _SEP.join(cells)
-                out.append(paint(line, "control") if control else line)
-            out.append("")
+        n = pd.to_numeric(b["n"], errors="coerce").dropna() if "n" in b else pd.Series(dtype=float)
+        n_text = f"  (n={int(n.max())})" if len(n) and n.nunique() == 1 else ""
+        wide = _by_metric(cols, rows, n_methods, width, name + n_text, paint)
+        if len(wide) > 1:  # more than one block: one table with the metrics as rows, if that fits
+            tall = _by_arm(cols, rows, n_methods, kind_of, width, name + n_text, paint)
+            wide = [tall] if tall is not None else wide
+        for lines in wide:
+            out.extend(lines + [""])
         notes = [f"✗ {m}: " + (invalid[tuple(bench) + (m,)] or "judged invalid on this benchmark")
                  for m in metrics if tuple(bench) + (m,) in invalid]
-        notes += [f"? {m}: validity undetermined" + (f", {undetermined[tuple(bench) + (m,)]}"
-                                                     if undetermined[tuple(bench) + (m,)] else "")
-                  for m in metrics if tuple(bench) + (m,) in undetermined]
+        by_reason: Dict[str, List[str]] = {}  # metrics with the same reason share one line
+        for m in metrics:
+            if tuple(bench) + (m,) in undetermined:
+                by_reason.setdefault(undetermined[tuple(bench) + (m,)], []).append(m)
+        notes += [f"? {', '.join(ms)}: validity undetermined" + (f", {why}" if why else "")
+                  for why, ms in by_reason.items()]
+        if tie_se:
+            se = {base: pd.to_numeric(b.loc[b["metric"] == m, "mean"], errors="coerce").max()
+                  for m, base in tie_se.items()}
+            notes.append("tie-order standard error (mean over samples, largest arm; docs/ties.md): " + ", ".join(
+                f"{base} {v:.2g}" for base, v in se.items() if np.isfinite(v)))
         notes += [n for m in metrics for n in mark_notes(b[b["metric"] == m], m)]
         if "n_undefined" in b:
             und = b[pd.to_numeric(b["n_undefined"], errors="coerce").fillna(0) > 0]

@@ -55,7 +55,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..analysis.schema import DESCRIPTIVE, Output
+from ..analysis.schema import DESCRIPTIVE, Output, tie_se_name
 from ..config import param
 from ..errors import UserError
 from ..perturb import (CutMasks, FeatureConfig, Features, Perturber, Ranking, Source, feature_means, feature_totals,
@@ -88,7 +88,7 @@ class TieConfig(PerturbationConfig):
 
 def tie_se_outputs(outputs: Dict[str, Output]) -> Dict[str, Output]:
     """``outputs`` plus a descriptive ``<name>_tie_se`` for each: the standard error the tie rule left."""
-    return {**outputs, **{f"{k}_tie_se": Output(None, kind=DESCRIPTIVE) for k in outputs}}
+    return {**outputs, **{tie_se_name(k): Output(None, kind=DESCRIPTIVE) for k in outputs}}
 
 
 # ---------------------------------------------------------------------------------------------- model outputs
