@@ -113,6 +113,33 @@ def test_srg_matches_hand_computation(mlp, n_steps):
     assert n["forward"] == 2 * n_steps - 1  # the all-removed input is one mask of both curves
 
 
+def test_curve_points_dense_at_both_ends():
+    from xaibench.metrics.deletion import steps
+
+    k, x = steps(64, 10, "ends")
+    assert k.tolist() == [0, 2, 4, 8, 16, 32, 48, 56, 60, 62, 64] and x[-1] == 1.0
+    assert steps(64, 10)[0].tolist() == [(i * 64) // 10 for i in range(11)]  # uniform: the papers' points
+    assert steps(8, 6, "ends")[0].tolist() == [0, 1, 2, 4, 6, 7, 8]
+    assert len(steps(64, 11, "ends")[0]) == 12 and len(set(steps(6, 10, "ends")[0])) == len(steps(6, 10, "ends")[0])
+
+
+def test_srg_with_points_dense_at_the_ends_matches_hand_computation(mlp):
+    ad, x, vol = mlp  # 8 features, 6 steps: cuts after 0, 1, 2, 4, 6, 7, 8 features
+    it = item_for(ad, x, vol)
+    out = run(ad, "srg", [it], n_steps=6, spacing="ends")[0]
+    cells = cells_of(x)
+    score = cell_scores(vol, cells)
+    ks = [0, 1, 2, 4, 6, 7, 8]
+
+    def auc(order):
+        ys = [prob(ad, perturbed(x, cells, order[k:]), it.target) for k in ks]
+        return sum((ks[i + 1] - ks[i]) / 8 * (ys[i] + ys[i + 1]) / 2 for i in range(len(ks) - 1))
+
+    morf, lerf = auc(np.argsort(-score)), auc(np.argsort(score))
+    assert out["morf_auc"] == pytest.approx(morf, abs=1e-6) and out["srg"] == pytest.approx(lerf - morf, abs=1e-6)
+    assert out["srg"] != pytest.approx(run(ad, "srg", [it], n_steps=6)[0]["srg"], abs=1e-6)  # other points
+
+
 def test_staa_metrics_match_hand_computation(mlp):
     ad, x, vol = mlp
     it = item_for(ad, x, vol)

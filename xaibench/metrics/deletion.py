@@ -52,12 +52,30 @@ from .perturbation import (OUTPUTS, LinearScore, LinearTies, PerturbationMetric,
 class CurveConfig(TieConfig):
     n_steps: int = param(20, range=(1, 10 ** 6), help="steps of the curve (at most one per feature)")
     output: str = param("prob", choices=OUTPUTS, help="model output read for the target class")
+    spacing: str = param("uniform", choices=("uniform", "ends"),
+                         help="where the curve's points lie: uniform (the papers) or dense at both ends "
+                              "(resolves small evidence; docs/metrics.md)")
 
 
-def steps(F: int, n_steps: int):
-    """(k_i, x_i): features acted on at each of the ``n + 1`` points, and their fraction."""
+def steps(F: int, n_steps: int, spacing: str = "uniform"):
+    """(k_i, x_i): features acted on at each of the ``n + 1`` points, and their fraction.
+
+    ``uniform``: ``k_i = floor(i F / n)``.  ``ends``: the same number of points, halved geometrically towards
+    both ends of [0, 1] (``x`` = 0, ..., 1/8, 1/4, 1/2, 3/4, 7/8, ..., 1 when ``n`` is even), so that the first
+    and last few per cent of the features -- where a small evidence region is removed (MoRF) or is all that
+    is left (LeRF) -- get as many points as the middle; duplicate cuts (fewer features than points) are
+    dropped.  Either way the AUC is the trapezoid rule over the points, an estimate of the same integral.
+    """
     n = min(int(n_steps), F)
-    k = np.array([(i * F) // n for i in range(n + 1)], dtype=np.int64)
+    if spacing == "uniform" or n < 4:
+        k = np.array([(i * F) // n for i in range(n + 1)], dtype=np.int64)
+    else:
+        half = n // 2
+        left = [0.5 ** e for e in range(half, 1, -1)]  # 2^-half .. 1/4 (half - 1 points)
+        frac = [0.0] + left + [0.5] + [1.0 - f for f in reversed(left)] + [1.0]
+        if n % 2:  # odd n: one more point, in the middle of the largest gap on the right
+            frac.insert(half + 1, 0.625)
+        k = np.unique(np.floor(np.asarray(frac) * F + 1e-9).astype(np.int64))
     return k, k.astype(np.float64) / F
 
 
@@ -75,7 +93,7 @@ class _Curves(PerturbationMetric):
             item = prep.item
             r = prep.ranking()
             F = r.F
-            k, x = steps(F, cfg.n_steps)
+            k, x = steps(F, cfg.n_steps, cfg.spacing)
             w = trapezoid_weights(x)
             y0 = float(target_output(item.logits[None], item.target, cfg.output)[0])
             s = LinearScore(r, prep.source, partial(target_output, target=item.target, output=cfg.output),
