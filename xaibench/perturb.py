@@ -37,7 +37,8 @@ batch, never by the number of masks; masks may be generated lazily, chunk by
 chunk) and looks every row up in the adapter's in-run output cache first
 (:class:`xaibench.models.base.OutputCache`, keyed by the input, its features,
 its baseline and the mask), so a mask already evaluated for this input (by
-another method, metric or parameter value) is not evaluated again.
+another method, metric or parameter value) is not evaluated again; the cache
+keeps at most :data:`CACHE_SHARE` of the available memory (:func:`cache_rows`).
 
 Ranking and ties
 ----------------
@@ -93,9 +94,27 @@ def available_memory(device=None) -> int:
 
 #: the share of available memory that one buffer of composed inputs may take (the rest is the model's)
 INPUT_SHARE = 0.25
-#: the output cache stops growing beyond this many rows (about 0.1-0.5 KB each); rows beyond it are evaluated
-#: but not kept
+#: the output cache stops growing beyond this many rows, or when its rows would take more than
+#: :data:`CACHE_SHARE` of the available memory (:func:`cache_rows`); rows beyond it are evaluated but not kept
 CACHE_MAX_ROWS = 1 << 20
+CACHE_SHARE = 0.25
+#: host bytes of one cached row besides its logits (key, digest, tensor view; measured: about 0.8 KB)
+CACHE_ROW_BYTES = 1024
+
+
+def cache_rows(num_classes: int, device=None, held: int = 0) -> int:
+    """How many rows the output cache may hold: at most :data:`CACHE_MAX_ROWS`, and all of them -- the ``held``
+    rows already in it included -- within :data:`CACHE_SHARE` of the available memory (host memory for the keys
+    and tensor objects, and the device's free memory for the logits on a GPU).  A row costs
+    ``CACHE_ROW_BYTES + 4 * classes`` bytes, so 2^20 rows of a 1000-class model (about 5 GiB) are kept only where
+    four times that is available."""
+    logits = 4 * max(1, int(num_classes))
+    row = CACHE_ROW_BYTES + logits
+    n = int(CACHE_SHARE * (available_memory("cpu") + held * row)) // row
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        n = min(n, int(CACHE_SHARE * (available_memory(device) + held * logits)) // logits)
+    return max(0, min(CACHE_MAX_ROWS, n))
 
 
 def gib(n_bytes: float) -> str:
@@ -480,6 +499,9 @@ class _Run:
         self.slot: dict = {}        # store key -> index in self.batch
         self.waiting: list = []     # (request, request row, batch index)
         self.store = p.cache.store if p.cache is not None else None
+        held = len(self.store) if self.store is not None else 0
+        self.max_rows = cache_rows(getattr(p.adapter, "num_classes", 1000), p.device, held)
+        self.n_local = 0            # rows kept by this run's private sources (counted against max_rows)
 
     def _lookup(self, source: Source, key):
         if source.cacheable and self.store is not None:
@@ -488,10 +510,11 @@ class _Run:
 
     def _put(self, source: Source, key, value):
         if source.cacheable and self.store is not None:
-            if len(self.store) < CACHE_MAX_ROWS:
+            if len(self.store) + self.n_local < self.max_rows:
                 self.store[key] = value
-        elif len(source.local) < CACHE_MAX_ROWS:
+        elif len(self.store or ()) + self.n_local < self.max_rows:
             source.local[key] = value
+            self.n_local += 1
 
     def queue(self, req: Request, lo: int, keep: torch.Tensor):
         src = req.source

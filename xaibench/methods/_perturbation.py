@@ -31,7 +31,9 @@ for both (measured with ``tracemalloc``, shap 0.51, lime 0.2), budgeted as
 ``bytes_per_value`` = 64.  Before anything is drawn, a sample whose
 coalitions would need more than half of the available memory is refused with
 a :class:`~xaibench.errors.UserError` naming ``method.n_samples``, the memory
-it would need and the largest ``n_samples`` that fits.  The model's inputs
+it would need and the largest ``n_samples`` that fits; for grid features the
+harness checks this at plan time (``check_fit``), before any sample is
+explained, so such a run stops with that one line and exit status 2.  The model's inputs
 are composed one model batch at a time (:class:`xaibench.perturb.Perturber`),
 so their memory does not grow with ``n_samples``.
 
@@ -124,9 +126,12 @@ class CoalitionMethod(Method):
         return 0 if self.cfg.seed is None else int(self.cfg.seed)
 
     def check_fit(self, adapter) -> None:
-        """Plan time: grid features (and the budget rule) must fit the model's input, before any sample."""
+        """Plan time: grid features (and the budget rule) must fit the model's input, and their coalitions the
+        memory bound (:meth:`check_memory`), before any sample is explained.  (SLIC features are counted, and
+        checked, per sample.)"""
         if self.cfg.features == "grid":
-            self.features(adapter, torch.zeros(adapter.input_shape))
+            feats, _ = self.features(adapter, torch.zeros(adapter.input_shape))
+            self.check_memory(feats.n)
 
     # ------------------------------------------------------------------ features and the budget rule
     def features(self, adapter, x: torch.Tensor):

@@ -617,6 +617,10 @@ class ModelAdapter:
             if "ln_mean" in store:
                 rec.ln_mean = self._ln_layout(rec, store["ln_mean"], B)
                 rec.ln_std = self._ln_layout(rec, store["ln_std"], B)
+            # the store holds the hooked probs, whose gradient hook holds the store: a cycle through the
+            # autograd graph that Python's collector cannot see; without this every traced batch (its
+            # attention, gradients and input) would stay in memory until the run ends
+            store.clear()
         return Trace(logits=logits.detach(), target=tgt, attentions=records if attentions or ln_stats else [],
                      activations={k: v.detach().float() for k, v in acts.items()},
                      activation_grads={k: v.float() for k, v in act_grads.items()})

@@ -386,7 +386,8 @@ class Runner:
                    if not all((dlabel, mlabel, a.label, sid) in self.done for a in arms)
                    and ("skip", dlabel, mlabel, sid) not in self.done]
         batch = R.model_batch(adapter, self.opts.batch_size, self.device)
-        n_explain, note = R.explain_batch(adapter, self.opts.explain_batch_size, self.device, len(pending))
+        n_explain, note = R.explain_batch(adapter, self.opts.explain_batch_size, self.device, len(pending),
+                                          arms=len(arms))
         chunk = min(n_explain, R.trace_chunk(adapter, self.device))
         if note:
             print(note)
