@@ -46,6 +46,8 @@ def test_help_describes_the_options_and_the_method_parameters():
     (["=5"], "=5"),  # Hydra: grammar
     (["method.lambda=${oc.env:XAIBENCH_NOT_SET}"], "XAIBENCH_NOT_SET"),  # an interpolation that cannot resolve
     (["hydra.run.dir=/proc/xaibench-forbidden/run"], "hydra.run.dir"),
+    # two settings of one metric would write rows of the same names (the second's values under both)
+    (["experiment.metrics=[srg,{config:srg,spacing:ends}]"], "lists the metric 'srg' twice"),
 ])
 def test_user_mistakes_exit_2_with_one_message_and_no_traceback(tmp_path, args, needle):
     extra = [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={tmp_path / 'run'}"]

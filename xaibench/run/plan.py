@@ -291,6 +291,13 @@ def plan(cfg: DictConfig, choices: Dict[str, Optional[str]]) -> Plan:
 
     methods = [arm for c in listed("method", exp.get("methods")) for arm in expand_lists(c)]
     metrics = listed("metric", exp.get("metrics"))
+    seen: Dict[str, Component] = {}
+    for c in metrics:  # one metric's outputs are its rows' names: two settings of it would share them
+        if c.name in seen:
+            raise UserError(f"the experiment lists the metric {c.name!r} twice ({seen[c.name].label!r} and "
+                            f"{c.label!r}); its rows are named by its outputs, so one run holds one setting of "
+                            f"it. Compare settings with a sweep instead, e.g. xaibench -m 'metric.PARAM=A,B'")
+        seen[c.name] = c
     bench = [_plain(b) for b in (exp.get("benchmarks") or [])]
 
     def key(c: Component) -> str:
