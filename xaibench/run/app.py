@@ -113,6 +113,19 @@ def _check_folder(arg: str):
         raise UserError(f"{key}={value} is not writable; choose a folder you can write to")
 
 
+def read_override(parser, arg: str, word: str, hint: str):
+    """One command-line override parsed by Hydra's grammar, with its key; a mistake is one line
+    (``cannot read the {word} ...`` / ``the {word} ... has no key``) ending with ``hint``."""
+    try:
+        (o,) = parser.parse_overrides([arg])
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot read the {word} {arg!r}: {msg}. {hint}") from None
+    if not o.key_or_group:
+        raise UserError(f"the {word} {arg!r} has no key. {hint}")
+    return o
+
+
 def _check_grammar(args) -> None:
     """An override Hydra cannot parse (``=5``) is one clear line, not Hydra's traceback."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -129,14 +142,8 @@ def _check_grammar(args) -> None:
         if a.startswith("-"):
             continue
         hint = ("Overrides are KEY=VALUE (e.g. seed=1, method=staa, 'method.lambda=[0,1]'); see `xaibench --help`")
-        try:
-            (o,) = parser.parse_overrides([a])
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot read the override {a!r}: {msg}. {hint}") from None
+        o = read_override(parser, a, "override", hint)
         key = o.key_or_group
-        if not key:
-            raise UserError(f"the override {a!r} has no key. {hint}")
         if key in ("experiment", "model", "dataset", "method", "metric") and not o.is_sweep_override() \
                 and not isinstance(o.value(), (str, type(None))):
             raise UserError(f"{a}: {key}=NAME selects a config by its name (`xaibench --help` lists them)")

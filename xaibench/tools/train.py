@@ -50,6 +50,7 @@ from .. import datasets as D
 from .. import models as M
 from ..config import CONF_DIR, ComponentConfig, build, param
 from ..errors import UserError
+from ..run.app import read_override
 from ..run.plan import load, options, user_errors
 from ..run.provenance import git_revision
 
@@ -247,14 +248,8 @@ def check_command_line(args) -> TrainAppConfig:
             continue
         if a.startswith("-"):
             continue
-        try:
-            (o,) = parser.parse_overrides([a])
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot read the option {a!r}: {msg}. Options are KEY=VALUE; {_USAGE}") from None
+        o = read_override(parser, a, "option", f"Options are KEY=VALUE; {_USAGE}")
         key = o.key_or_group
-        if not key:
-            raise UserError(f"the option {a!r} has no key; {_USAGE}")
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
         if key not in keys:
