@@ -1,6 +1,6 @@
 """Verdicts with power: how stable the marks and verdicts are across seeds, and the simulations behind them.
 
-    python bench/bench_verdicts.py [--seeds 0 1 2 3 4] [--n-samples N] [--threads 1] [--keep DIR]
+    python bench/bench_verdicts.py [--seeds 0 1 2 3 4] [--n-samples N] [--threads 1] [--keep DIR [--reuse]]
     python bench/bench_verdicts.py --simulate [--runs 100] [--quick]
 
 **Stability (default).**  Runs the default experiment (the ``xaibench`` command
@@ -45,6 +45,7 @@ limits every dataset (``dataset.n_samples``) for a quick check.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -86,6 +87,15 @@ def run_seed(run_dir: Path, seed: int, threads: int, extra) -> float:
     return wall
 
 
+def arm_params(params) -> str:
+    """An arm's parameters as they name it across seeds: without ``seed``, which follows the run seed by design
+    (SHAP, LIME and the random control take the run's seed), so ``shap`` at seed 0 and at seed 1 is one arm."""
+    if not isinstance(params, str) or params in ("", "{}"):
+        return ""
+    d = {k: v for k, v in json.loads(params).items() if k != "seed"}
+    return json.dumps(d, sort_keys=True) if d else ""
+
+
 def family_table(run_dirs: dict) -> pd.DataFrame:
     """One row per judged family: per seed its verdict, top method and marked methods; flip flags."""
     per_seed = {}
@@ -102,7 +112,7 @@ def family_table(run_dirs: dict) -> pd.DataFrame:
         for seed, (s, v) in per_seed.items():
             g = s[(s[FAM].astype(str).values == np.array(fam)).all(axis=1)]
             m = g[g["kind"] == "method"]
-            label = m["method"] + m["params"].fillna("").astype(str).map(lambda p: "" if p in ("", "{}") else p)
+            label = m["method"] + m["params"].map(arm_params)
             verdicts.append(str(v.get(fam, "undetermined")))
             fin = m["mean"].notna()
             if fin.any():
@@ -131,6 +141,12 @@ def stability(args) -> None:
     try:
         for seed in args.seeds:
             d = base / f"seed_{seed}"
+            prov = d / "provenance.json"
+            if args.reuse and prov.exists() and json.loads(prov.read_text()).get("status") == "complete":
+                walls[seed] = float(json.loads(prov.read_text())["wall_time_s"])  # a kept run of this seed
+                print(f"  seed {seed}: reused {d}", flush=True)
+                dirs[seed] = d
+                continue
             if d.exists():
                 shutil.rmtree(d)
             walls[seed] = run_seed(d, seed, args.threads, extra)
@@ -331,6 +347,8 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=None, help="dataset.n_samples for every dataset (quick check)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--keep", default=None, help="keep the run folders under this folder")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --keep: read the complete runs already there instead of running them again")
     p.add_argument("--runs", type=int, default=100, help="simulated runs per setting (--simulate)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulations (--simulate)")
     p.add_argument("--quick", action="store_true", help="fewer settings and simulations (--simulate)")
