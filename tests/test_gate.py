@@ -496,6 +496,7 @@ def test_update_writes_the_gate_files_atomically_and_then_passes(cur, tmp_path, 
     rc, out, _ = _gate(capsys, cur, new, "--update")
     assert rc == 0
     names = {"summary.csv", "results.parquet", "provenance.json", "run_config.json", "maps.npz"}
+    names |= {n for n in gate.RUN_TABLES if (cur / n).is_file()}
     assert {b.name for _, b in replaced} == names and {p.name for p in new.iterdir()} == names
     for tmp, dst in replaced:  # written beside the target, then moved into place
         assert tmp.parent == dst.parent and tmp.name.startswith(f".{dst.name}.") and not tmp.exists()
@@ -505,6 +506,23 @@ def test_update_writes_the_gate_files_atomically_and_then_passes(cur, tmp_path, 
     (new / "results.csv").write_text("stale")
     assert _gate(capsys, cur, new / "summary.csv", "--update")[0] == 0
     assert not (new / "results.csv").exists()
+
+
+def test_update_leaves_no_table_of_the_old_baseline_beside_the_new_one(cur, base, capsys):
+    """On b4e0241-era code --update copied only the gate's own files: validity.csv, ranking.csv, comparisons.csv
+    and report.html of the old baseline stayed beside the new results (a committed baseline then showed the old
+    verdicts).  Each is now the run's copy, or removed where the run has none."""
+    for name in gate.RUN_TABLES:
+        (base / name).write_text("a table of the old baseline")
+    (cur / "validity.csv").write_text("the run's verdicts\n")
+    (cur / "report.html").unlink(missing_ok=True)
+    assert _gate(capsys, cur, base, "--update")[0] == 0
+    assert (base / "validity.csv").read_text() == "the run's verdicts\n"
+    for name in gate.RUN_TABLES:
+        if name == "validity.csv":
+            continue
+        assert not (base / name).is_file() or (base / name).read_bytes() == (cur / name).read_bytes(), name
+    assert not (base / "report.html").exists()
 
 
 def test_a_failed_update_leaves_the_old_baseline_and_no_temporary_file(cur, base, capsys, monkeypatch):

@@ -85,6 +85,9 @@ from .schema import AGGREGATE, COST, DESCRIPTIVE, KEYS, metric_kinds
 SAMPLE_FILES = ("results.parquet", "results.csv")
 #: the files --update copies: what the gate reads
 GATE_FILES = ("summary.csv", "provenance.json", "run_config.json", MAPS_FILE)
+#: the run's other tables, which a committed baseline keeps beside them for people to read: --update copies them
+#: too, and removes the baseline's copy where the run has none (never a table of another run beside the new ones)
+RUN_TABLES = ("validity.csv", "ranking.csv", "comparisons.csv", "report.html")
 #: cost rows that are compared: the model passes of the explanation itself, counted around the method's call
 #: (independent of the output cache and of what a resumed run had journaled); every other cost row is not
 COMPARED_COSTS = ("n_forward", "n_backward")
@@ -1012,7 +1015,7 @@ def update(cur: Run, baseline) -> list:
                         "re-run the experiment first")
     baseline = Path(baseline)
     folder = baseline.parent if baseline.name == "summary.csv" else baseline
-    names = [cur.samples_path.name] + [n for n in GATE_FILES if (cur.folder / n).is_file()]
+    names = [cur.samples_path.name] + [n for n in GATE_FILES + RUN_TABLES if (cur.folder / n).is_file()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         done = []
@@ -1020,7 +1023,7 @@ def update(cur: Run, baseline) -> list:
             _atomic_copy(cur.folder / name, folder / name)
             done.append(f"baseline {folder / name} <- {cur.folder / name}")
         if folder.resolve() != cur.folder.resolve():
-            for name in SAMPLE_FILES + GATE_FILES:  # a stale gate file would be read with the new ones
+            for name in SAMPLE_FILES + GATE_FILES + RUN_TABLES:  # a stale file would be read with the new ones
                 f = folder / name
                 if name not in names and f.is_file():
                     f.unlink()
